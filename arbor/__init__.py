@@ -1,0 +1,1 @@
+"""Arbor arbor package."""

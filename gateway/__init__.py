@@ -1,0 +1,1 @@
+"""Arbor gateway package."""
