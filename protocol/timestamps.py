@@ -1,0 +1,67 @@
+"""Wire timestamps: ISO-8601, UTC, ``Z``.
+
+Parsing accepts ``YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+00:00|-00:00)``. Fractions beyond microseconds are
+truncated (Python's ``datetime`` holds µs); naive timestamps and non-zero offsets are rejected,
+because the contract is "the source's clock, in UTC" and silently shifting a local time hides a
+misconfigured controller. Formatting writes milliseconds when the value has no sub-millisecond
+part and microseconds otherwise, so ``parse(format(t)) == t`` for every aware UTC datetime.
+"""
+
+from __future__ import annotations
+
+__all__ = ["check_datetime", "format_timestamp", "parse_timestamp"]
+
+import re
+from datetime import UTC, datetime
+
+_TS_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})?"
+)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse a wire timestamp into an aware UTC ``datetime``; ``ValueError`` saying why if bad."""
+    m = _TS_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(
+            f"not an ISO-8601 UTC timestamp like 2024-05-01T12:00:00.123Z: {text[:40]!r}"
+        )
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    if zone is None:
+        raise ValueError(f"timestamp has no time zone (append Z for UTC): {text!r}")
+    if zone not in ("Z", "+00:00", "-00:00"):
+        raise ValueError(f"timestamp must be UTC (Z or +00:00), got offset {zone}: {text!r}")
+    micro = int((frac + "00000")[:6]) if frac else 0
+    try:
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=UTC
+        )
+    except ValueError as exc:
+        raise ValueError(f"invalid date or time {text!r}: {exc}") from None
+
+
+def check_datetime(value: datetime) -> datetime:
+    """Normalise an aware ``datetime`` to UTC; ``ValueError`` for a naive one."""
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValueError("datetime is naive; use an aware UTC datetime (tzinfo=UTC)")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value
+
+
+def format_timestamp(value: datetime) -> str:
+    """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SS.mmm[uuu]Z`` in UTC."""
+    value = check_datetime(value)
+    micro = value.microsecond
+    base = _base(value)
+    if micro % 1000 == 0:
+        return f"{base}.{micro // 1000:03d}Z"
+    return f"{base}.{micro:06d}Z"
+
+
+def _base(value: datetime) -> str:
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+        f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
