@@ -1,0 +1,51 @@
+"""Settings of the local stack (`arbor up|down|status`): ports, state directory, server tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from arbor.paths import state_dir
+
+__all__ = ["StackSettings"]
+
+
+class StackSettings(BaseSettings):
+    """The local servers Arbor starts for itself; every value can be set as ARBOR_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="ARBOR_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=state_dir)
+    pg_port: int = Field(default=55432, ge=1024, le=65535)
+    mqtt_port: int = Field(default=18830, ge=1024, le=65535)
+    pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
+    # Sized for a 2-core, 24 GiB machine that also runs the broker and the services.
+    pg_shared_buffers: str = "1GB"
+    # An ingest outage of minutes at 1,000 machines (about 2,000 messages/s) must not overflow the
+    # broker's queue for the ingest group: ten minutes is 1.2 M messages.
+    mqtt_max_queued_messages: int = Field(default=2_000_000, ge=1000)
+    mqtt_max_queued_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
+    mqtt_max_packet_size: int = Field(default=1024 * 1024, ge=64 * 1024)
+    ready_timeout_s: float = Field(default=60.0, gt=0)
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.state_dir / "pg"
+
+    @property
+    def pg_data(self) -> Path:
+        return self.pg_dir / "data"
+
+    @property
+    def mqtt_dir(self) -> Path:
+        return self.state_dir / "mosquitto"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.state_dir / "secrets"
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "arbor.env"

@@ -1,0 +1,55 @@
+"""A one-shot MQTT 5 connect: waits for the broker and checks that credentials took effect."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = ["ConnectResult", "try_connect"]
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    """What the broker answered: `accepted`, or the reason it refused (or `no answer`)."""
+
+    accepted: bool
+    reason: str
+
+
+def try_connect(
+    host: str, port: int, username: str | None, password: str | None, timeout_s: float = 5.0
+) -> ConnectResult:
+    """Open one MQTT 5 connection, report the CONNACK, and disconnect."""
+    done = threading.Event()
+    result: list[ConnectResult] = []
+
+    def on_connect(
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: object,
+    ) -> None:
+        result.append(ConnectResult(not reason_code.is_failure, str(reason_code)))
+        done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port, keepalive=10)
+    except OSError as exc:
+        return ConnectResult(False, f"no answer: {exc}")
+    client.loop_start()
+    try:
+        if not done.wait(timeout_s):
+            return ConnectResult(False, "no answer: CONNACK timed out")
+        return result[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything Arbor needs on a Debian 12 machine, run as root:
+#   1. Debian packages (Mosquitto, PostgreSQL 15 with server headers, build tools);
+#   2. TimescaleDB built from Debian's own source package (Debian 13's 2.19.3, Apache-2 edition),
+#      fetched through a private apt directory so the system's sources are never changed;
+#   3. a virtual environment in .venv with the project installed from uv.lock.
+# Every step checks first and does nothing when its result is already there, so a second run takes
+# a second or two. Both `make demo` and `make test` start with it.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+state="${ARBOR_STATE_DIR:-$here/.arbor}"
+pg_version=15
+tsdb_suite=trixie          # Debian 13: its timescaledb source is 2.19.3, which builds against PG 15
+uv_version=0.13.8
+
+log() { printf 'setup: %s\n' "$*"; }
+
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: $1 needs root (apt-get); run as root or install it yourself" >&2
+        exit 1
+    fi
+}
+
+# --- 1. Debian packages --------------------------------------------------------------------------
+packages=(mosquitto mosquitto-clients "postgresql-$pg_version" "postgresql-server-dev-$pg_version"
+          build-essential cmake dpkg-dev libssl-dev libkrb5-dev python3-venv ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    need_root "installing ${missing[*]}"
+    log "installing Debian packages: ${missing[*]}"
+    # Debian's maintainer scripts would start a system Mosquitto on 1883 and a PostgreSQL cluster on
+    # 5432; Arbor runs its own servers on its own ports, so keep the system ones from starting.
+    policy=/usr/sbin/policy-rc.d
+    created_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ "$created_policy" = 1 ] && rm -f "$policy"
+fi
+
+# --- 2. TimescaleDB from Debian's source package ---------------------------------------------------
+pg_config="/usr/lib/postgresql/$pg_version/bin/pg_config"
+ext_dir=$("$pg_config" --sharedir)/extension
+if [ -f "$ext_dir/timescaledb.control" ]; then
+    log "TimescaleDB already installed ($(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ext_dir/timescaledb.control"))"
+else
+    need_root "building TimescaleDB"
+    build="$state/build/timescaledb"
+    apt_dir="$state/build/apt"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$build"
+    # The deb-src entry lives in our private apt directory and points at the same Debian mirror the
+    # system already uses, so nothing outside this checkout changes and no host name is hard-coded.
+    mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v security | head -n1)
+    if [ -z "$mirror" ]; then
+        mirror=$(awk '$1=="deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    fi
+    [ -n "$mirror" ] || { echo "setup: no Debian mirror found in the apt sources" >&2; exit 1; }
+    cat >"$apt_dir/sources.list" <<EOF
+deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $tsdb_suite main
+EOF
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
+              -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root")
+    log "fetching the timescaledb source package from Debian $tsdb_suite"
+    apt-get "${apt_opts[@]}" update -qq
+    rm -rf "$build" && mkdir -p "$build"
+    (cd "$build" && apt-get "${apt_opts[@]}" source -qq --download-only timescaledb >/dev/null \
+        && dpkg-source --no-check -x timescaledb_*.dsc src >/dev/null)
+    log "building TimescaleDB (Apache-2 edition) against PostgreSQL $pg_version"
+    (cd "$build/src" \
+        && ./bootstrap -DPG_CONFIG="$pg_config" -DAPACHE_ONLY=ON -DREGRESS_CHECKS=OFF \
+               -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF -DSEND_TELEMETRY_DEFAULT=OFF \
+               -DCMAKE_BUILD_TYPE=Release >"$build/configure.log" 2>&1 \
+        && make -C build -j"$(nproc)" >"$build/build.log" 2>&1 \
+        && make -C build install >"$build/install.log" 2>&1) || {
+            echo "setup: the TimescaleDB build failed; logs in $build" >&2
+            tail -n 30 "$build"/*.log >&2
+            exit 1
+        }
+    log "TimescaleDB installed into $ext_dir"
+fi
+
+# --- 3. the project's virtual environment ---------------------------------------------------------
+tools="$state/tools"
+if [ ! -x "$tools/bin/uv" ] || [ "$("$tools/bin/uv" --version | cut -d' ' -f2)" != "$uv_version" ]; then
+    log "installing uv $uv_version (the lock file's installer) into $tools"
+    python3 -m venv "$tools"
+    "$tools/bin/pip" install -q --disable-pip-version-check "uv==$uv_version"
+fi
+# uv sync is a no-op when .venv already matches the lock; --frozen refuses to touch the lock.
+UV_PROJECT_ENVIRONMENT="$here/.venv" "$tools/bin/uv" sync --frozen --quiet --project "$here"
+log "ready: $("$here/.venv/bin/python" --version), $(mosquitto -h 2>/dev/null | head -n1 | sed 's/ (build.*//'), PostgreSQL $("$pg_config" --version | cut -d' ' -f2)"

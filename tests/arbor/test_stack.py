@@ -1,0 +1,114 @@
+"""`arbor up | status | down` as a user runs them: idempotent, one server each, nothing left."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from arbor.config import StackSettings
+from arbor.paths import project_root
+
+pytestmark = pytest.mark.services
+
+ARBOR = [sys.executable, "-m", "arbor.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if text.encode() in cmdline and b"pytest" not in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _arbor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ARBOR, *args], env=env, text=True, capture_output=True, timeout=180, check=False
+    )
+
+
+def test_second_up_is_a_no_op_on_the_running_stack(database_url: str) -> None:
+    settings = StackSettings()
+    before = _arbor("status", "--json")
+    assert before.returncode == 0, before.stdout + before.stderr
+    again = _arbor("up")
+    assert again.returncode == 0, again.stderr
+    assert "already up: nothing to do" in again.stdout
+    after = _arbor("status", "--json")
+    assert after.stdout == before.stdout  # same pids: nothing restarted
+    assert len(_processes_mentioning(str(settings.mqtt_dir / "mosquitto.conf"))) == 1
+    # One postmaster for our data directory (its children do not repeat -D).
+    assert len(_processes_mentioning(f"-D {settings.pg_data}")) == 1
+
+
+@pytest.fixture
+def private_stack() -> Iterator[dict[str, str]]:
+    """A second, throw-away stack on its own ports and state directory."""
+    # Under the checkout's .arbor: the postgres and mosquitto users can reach it (not /tmp/pytest-*).
+    state = project_root() / ".arbor" / "test-stacks" / secrets.token_hex(4)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ARBOR_") or k == "ARBOR_REQUIRE_SERVICES"
+    }
+    env.update(
+        ARBOR_STATE_DIR=str(state),
+        ARBOR_PG_PORT=str(_free_port()),
+        ARBOR_MQTT_PORT=str(_free_port()),
+        ARBOR_PG_SHARED_BUFFERS="128MB",
+    )
+    try:
+        yield env
+    finally:
+        _arbor("down", env=env)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_up_twice_then_down_leaves_nothing_behind(private_stack: dict[str, str]) -> None:
+    env = private_stack
+    state = env["ARBOR_STATE_DIR"]
+    first = _arbor("up", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "started PostgreSQL" in first.stdout and "started Mosquitto" in first.stdout
+    assert "applied migrations: 0001_foundation" in first.stdout
+
+    second = _arbor("up", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "already up: nothing to do" in second.stdout
+    assert len(_processes_mentioning(f"{state}/mosquitto/mosquitto.conf")) == 1
+    assert len(_processes_mentioning(f"-D {state}/pg/data")) == 1
+
+    status = _arbor("status", env=env)
+    assert status.returncode == 0
+    assert f"127.0.0.1:{env['ARBOR_PG_PORT']}" in status.stdout
+
+    down = _arbor("down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "stopped Mosquitto" in down.stdout and "stopped PostgreSQL" in down.stdout
+    assert _processes_mentioning(state) == []
+    for port in (env["ARBOR_PG_PORT"], env["ARBOR_MQTT_PORT"]):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still open"
+    stopped = _arbor("status", env=env)
+    assert stopped.returncode == 3  # a script can tell "not running" from "running"
