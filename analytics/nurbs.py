@@ -169,4 +169,5 @@ class NurbsCurve:
 
     def evaluate(self, t: ArrayLike) -> FloatArray:
         """Points C(t), shape (N, 3), at normalised parameters t (shape (N,))."""
-        return self.derivatives(t, order=0)[0]
+        points: FloatArray = self.derivatives(t, order=0)[0]
+        return points

@@ -64,7 +64,7 @@ def test_second_up_is_a_no_op_on_the_running_stack(database_url: str) -> None:
 @pytest.fixture
 def private_stack() -> Iterator[dict[str, str]]:
     """A second, throw-away stack on its own ports and state directory."""
-    # Under the checkout's .arbor: the postgres and mosquitto users can reach it (not /tmp/pytest-*).
+    # Under the checkout's .arbor: postgres and mosquitto can reach it (not /tmp/pytest-*).
     state = project_root() / ".arbor" / "test-stacks" / secrets.token_hex(4)
     env = {
         k: v
