@@ -18,19 +18,19 @@ def xy(doc: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
 def test_off_centre_perfect_circle() -> None:
     x, y = xy(circle_path(150.0, center=(0.004, -0.003)))
     res = evaluate_circle(x, y, nominal_center=(0, 0), nominal_radius=150.0)
-    assert res.G == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(res.G, 0.0, atol=1e-9)
     np.testing.assert_allclose(res.center, [0.004, -0.003], atol=1e-12)
     assert res.radius == pytest.approx(150.0, abs=1e-12)
     # F range about the nominal centre is twice the 5 µm offset.
-    assert res.F_max == pytest.approx(0.005, abs=1e-6)
-    assert res.F_min == pytest.approx(-0.005, abs=1e-6)
+    np.testing.assert_allclose(res.F_max, 0.005, atol=1e-6)
+    np.testing.assert_allclose(res.F_min, -0.005, atol=1e-6)
 
 
 def test_ellipse_gives_g_of_twice_the_semi_axis_difference() -> None:
     x, y = xy(circle_path(100.0, ellipse=0.003, ellipse_angle=0.4))
     res = evaluate_circle(x, y)
-    assert res.G == pytest.approx(0.006, rel=1e-3)
-    assert res.G_min_zone == pytest.approx(0.006, rel=1e-3)
+    np.testing.assert_allclose(res.G, 0.006, rtol=1e-3)
+    np.testing.assert_allclose(res.G_min_zone, 0.006, rtol=1e-3)
 
 
 def test_min_zone_is_never_worse_than_least_squares() -> None:
@@ -46,9 +46,9 @@ def test_backlash_step_gives_hysteresis_equal_to_the_step() -> None:
     cw = circle_path(100.0, direction="cw", backlash_step=0.004, n=1440)
     ccw = circle_path(100.0, direction="ccw", n=1440)
     res = evaluate_circular_test(*xy(cw), *xy(ccw))
-    assert res.H == pytest.approx(0.004, rel=1e-6)
-    assert res.cw.G == pytest.approx(0.004, rel=0.02)
-    assert res.ccw.G == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(res.H, 0.004, rtol=1e-6)
+    np.testing.assert_allclose(res.cw.G, 0.004, rtol=0.02)
+    np.testing.assert_allclose(res.ccw.G, 0.0, atol=1e-9)
 
 
 def test_short_arc_fit_is_exact_without_noise() -> None:
@@ -69,7 +69,7 @@ def test_g_is_invariant_under_rigid_motion(angle: float, dx: float, dy: float) -
     base = evaluate_circle(x, y)
     c, s = np.cos(angle), np.sin(angle)
     moved = evaluate_circle(c * x - s * y + dx, s * x + c * y + dy)
-    assert moved.G == pytest.approx(base.G, abs=1e-9)
+    np.testing.assert_allclose(moved.G, base.G, atol=1e-9)
     assert moved.radius == pytest.approx(base.radius, abs=1e-9)
 
 

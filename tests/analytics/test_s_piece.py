@@ -109,7 +109,8 @@ def test_fails_outside_tolerance(geometry: SPieceGeometry) -> None:
 
 
 def test_rational_cylinder_with_its_own_knot_range() -> None:
-    # A quarter cylinder of radius 50, material inside (left of the ccw travel): points at radius 50 + d deviate by +d.
+    # A quarter cylinder of radius 50, material inside (left of the ccw travel): points at
+    # radius 50 + d deviate by +d.
     def arc(z: float) -> dict[str, Any]:
         return {
             "degree": 2,

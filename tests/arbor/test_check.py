@@ -15,7 +15,7 @@ from analytics.s_piece import SPieceGeometry
 from arbor.check import default_geometry_text, run
 from simulators.accuracy import circle_path, iso230_2_runs, s_piece_points
 
-ISO_KEYS = "A A_up A_down B B_mean E E_up E_down M R R_up R_down".split()
+ISO_KEYS = ["A", "A_up", "A_down", "B", "B_mean", "E", "E_up", "E_down", "M", "R", "R_up", "R_down"]
 
 
 def write(tmp_path: Path, name: str, doc: Any) -> str:

@@ -18,9 +18,9 @@ def test_iso230_2_runs_shape_and_truth() -> None:
     doc = iso230_2_runs(np.linspace(0, 900, 10), runs=7, scale_error=20e-6, backlash=0.005)
     assert np.asarray(doc["up"]).shape == (7, 10)
     res = evaluate_iso230_2(doc["targets"], doc["up"], doc["down"])
-    assert res.B == pytest.approx(0.005)
-    assert res.E_up == pytest.approx(0.018)  # 20 µm/m over 900 mm
-    assert res.R == pytest.approx(0.005)
+    np.testing.assert_allclose(res.B, 0.005, rtol=1e-6)
+    np.testing.assert_allclose(res.E_up, 0.018, rtol=1e-6)  # 20 µm/m over 900 mm
+    np.testing.assert_allclose(res.R, 0.005, rtol=1e-6)
 
 
 def test_iso230_2_noise_is_seeded() -> None:
