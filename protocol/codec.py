@@ -23,6 +23,7 @@ __all__ = [
     "encode",
 ]
 
+import re
 from typing import Any, TypeVar
 
 import orjson
@@ -60,19 +61,33 @@ _TAGS = frozenset({"ValueEvent", "ConditionEvent"})
 
 
 def encode(model: BaseModel) -> bytes:
-    """Serialise a model to compact JSON bytes (timestamps as ``...Z`` strings)."""
-    return orjson.dumps(model.model_dump(mode="json"))
+    """Serialise a model to compact JSON bytes (timestamps as ``...Z`` strings).
+
+    Raises :class:`~protocol.errors.PayloadError` if a free-form field (``args``, ``result``)
+    holds something JSON cannot carry, e.g. an integer beyond 64 bits.
+    """
+    try:
+        return orjson.dumps(model.model_dump(mode="json"))
+    except orjson.JSONEncodeError as exc:
+        raise PayloadError(f"cannot encode {type(model).__name__}: {exc}") from None
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
+    """``samples[3].values.spindle_speed``; keys that are not plain names are quoted:
+    ``args["a b"]``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in _TAGS:
             continue
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
         else:
-            out += f".{part}" if out else str(part)
+            out += f"[{orjson.dumps(part).decode()}]"
     return out
 
 
