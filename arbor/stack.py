@@ -379,6 +379,9 @@ def _write_env_file(settings: StackSettings) -> None:
         "# wins over this file, so ARBOR_DATABASE_URL=... points Arbor at your own database.\n"
         f"ARBOR_DATABASE_URL={database_url(settings)}\n"
         f"ARBOR_MQTT_URL={mqtt_url(settings)}\n"
+        # The ports too, so later `arbor` commands and tests manage the same servers.
+        f"ARBOR_PG_PORT={settings.pg_port}\n"
+        f"ARBOR_MQTT_PORT={settings.mqtt_port}\n"
     )
     _write_private(settings.env_file, text)
 
