@@ -7,8 +7,11 @@ Typical use::
 
     topic = parse_topic("arbor/v1/plant1/m01/telemetry")
     message = decode(topic, payload)          # raises PayloadError / TopicError
+
+Sparkplug B lives in :mod:`protocol.sparkplug` (``from protocol import sparkplug``).
 """
 
+from protocol import sparkplug
 from protocol.catalogue import (
     CATALOGUE,
     CONDITION_LEVELS,
@@ -67,6 +70,8 @@ from protocol.models import (
     Telemetry,
     ValueEvent,
 )
+from protocol.program import assemble_program, split_program
+from protocol.sparkplug import SparkplugSessions, SparkplugTopic, parse_sparkplug_topic
 from protocol.timestamps import format_timestamp, parse_timestamp
 from protocol.topics import (
     Channel,
@@ -126,6 +131,8 @@ __all__ = [
     "Signal",
     "SignalChannel",
     "SparkplugPayloadError",
+    "SparkplugSessions",
+    "SparkplugTopic",
     "SparkplugTopicError",
     "Status",
     "Telemetry",
@@ -135,6 +142,7 @@ __all__ = [
     "alerts_filter",
     "alerts_topic",
     "all_filter",
+    "assemble_program",
     "catalogue_as_dict",
     "cmd_filter",
     "cmd_topic",
@@ -151,11 +159,14 @@ __all__ = [
     "get_signal",
     "is_valid_id",
     "is_vendor_signal",
+    "parse_sparkplug_topic",
     "parse_timestamp",
     "parse_topic",
     "reply_filter",
     "reply_topic",
     "shared_filter",
+    "sparkplug",
+    "split_program",
     "status_filter",
     "status_topic",
     "telemetry_filter",
