@@ -164,6 +164,11 @@ def _run_process(name: str, argv: list[str]) -> int:
             raise
         print(f"arbor {name}: not part of this build ({module_name} is missing)", file=sys.stderr)
         return 2
+    if name == "sim":
+        # On the local stack the simulator gets per-machine broker credentials made on demand.
+        from arbor.broker import ensure_machines
+
+        return int(module.run(argv, provision=ensure_machines))
     run: Callable[[list[str]], int] = module.run
     return run(argv)
 

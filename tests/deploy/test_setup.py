@@ -1,0 +1,39 @@
+"""The set-up both quick-start commands begin with: idempotent, and honest about what it did."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from arbor.paths import project_root
+
+
+@pytest.mark.slow
+def test_second_setup_changes_nothing_and_is_quick() -> None:
+    # make test has just run it; running it again must find everything in place.
+    started = time.monotonic()
+    res = subprocess.run(
+        ["bash", str(project_root() / "deploy" / "setup.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert res.returncode == 0, res.stderr
+    assert "TimescaleDB already installed (2.19.3)" in res.stdout
+    assert "installing" not in res.stdout  # no package, uv or TimescaleDB install on a warm run
+    assert "ready: Python 3.11" in res.stdout
+    assert elapsed < 30, f"a warm set-up took {elapsed:.1f} s"
+
+
+def test_ci_runs_make_test_and_nothing_else() -> None:
+    lines = [
+        line.strip()
+        for line in (project_root() / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[-1] == "exec make test"
+    assert all(not line.startswith(("pip", "apt", "make ")) for line in lines[:-1])
