@@ -241,6 +241,19 @@ def _unknown_signal(name: str, channel: SignalChannel) -> str:
     )
 
 
+# Precomputed for the hot path: names of telemetry signals by what they accept.
+_TELEMETRY_FLOAT = frozenset(
+    s.name
+    for s in CATALOGUE.values()
+    if s.channel is SignalChannel.TELEMETRY and s.dtype is Dtype.FLOAT
+)
+_TELEMETRY_INT = frozenset(
+    s.name
+    for s in CATALOGUE.values()
+    if s.channel is SignalChannel.TELEMETRY and s.dtype is Dtype.INT
+)
+
+
 def _check_telemetry_values(values: dict[str, Any]) -> dict[str, Any]:
     if not values:
         raise PydanticCustomError("arbor_empty", "a sample needs at least one value")
@@ -250,22 +263,29 @@ def _check_telemetry_values(values: dict[str, Any]) -> dict[str, Any]:
             "a sample has {n} values (at most {limit})",
             {"n": len(values), "limit": MAX_SIGNALS_PER_SAMPLE},
         )
-    catalogue = CATALOGUE
-    telemetry = SignalChannel.TELEMETRY
+    floats = _TELEMETRY_FLOAT
+    isfinite = math.isfinite
     for name, value in values.items():
-        signal = catalogue.get(name)
-        if signal is not None and signal.channel is telemetry:
-            # Inline fast path for the common case: a finite float of a float signal.
-            if type(value) is float and signal.dtype is Dtype.FLOAT and math.isfinite(value):
+        # Fast path (almost every value): a finite number of a float signal, an int of an int one.
+        kind = type(value)
+        if kind is float:
+            if name in floats and isfinite(value):
                 continue
-            problem = check_value(signal, value)
-        elif is_vendor_signal(name):
-            problem = _check_vendor_value(value)
-        else:
-            problem = _unknown_signal(name, telemetry)
+        elif kind is int and (name in floats or name in _TELEMETRY_INT):
+            continue
+        problem = _telemetry_problem(name, value)
         if problem is not None:
             raise _value_error(name, problem)
     return values
+
+
+def _telemetry_problem(name: str, value: Any) -> str | None:
+    signal = CATALOGUE.get(name)
+    if signal is not None and signal.channel is SignalChannel.TELEMETRY:
+        return check_value(signal, value)
+    if is_vendor_signal(name):
+        return _check_vendor_value(value)
+    return _unknown_signal(name, SignalChannel.TELEMETRY)
 
 
 def _telemetry_values_schema() -> dict[str, Any]:
