@@ -71,6 +71,7 @@ def _cmd_down(settings: StackSettings, args: argparse.Namespace) -> int:
 
 def _cmd_status(settings: StackSettings, args: argparse.Namespace) -> int:
     from arbor import stack
+    from arbor.processes import list_processes
 
     servers = stack.status(settings)
     if args.json:
@@ -79,6 +80,9 @@ def _cmd_status(settings: StackSettings, args: argparse.Namespace) -> int:
         for s in servers:
             state = f"running (pid {s.pid})" if s.running else "stopped"
             print(f"{s.name:<11} {state:<22} {s.endpoint:<16} {s.detail}")
+        for proc in list_processes(settings):
+            state = f"running (pid {proc.pid})" if proc.running else "exited"
+            print(f"{proc.name:<11} {state:<22} {'':<16} log {proc.log}")
     return 0 if all(s.running for s in servers) else 3
 
 

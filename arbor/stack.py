@@ -406,8 +406,12 @@ def up(settings: StackSettings) -> list[str]:
 
 def down(settings: StackSettings) -> list[str]:
     """Stop both servers; returns one line per server stopped."""
+    from arbor.processes import stop_processes
+
     actions: list[str] = []
     with _stack_lock(settings):
+        # Arbor's own processes first, so none of them sees its servers vanish under it.
+        actions += [f"stopped {name}" for name in stop_processes(settings)]
         if _mqtt_stop(settings):
             actions.append("stopped Mosquitto")
         if _pg_stop(settings):
