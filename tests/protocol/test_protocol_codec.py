@@ -518,3 +518,20 @@ def test_random_json_raises_only_payload_error_naming_fields(
     if isinstance(obj, dict) and type(obj.get("v")) is int and obj["v"] == 1:
         # every rejection of a v1 object names the field it is about
         assert all(issue.path for issue in error.issues), error.issues
+
+
+@given(
+    when=st.datetimes(timezones=st.just(UTC)),
+    extra=st.text(alphabet="0123456789", max_size=3),
+    zone=st.sampled_from(["Z", "+00:00", "-00:00"]),
+)
+def test_timestamp_format_parse_identity(when: datetime, extra: str, zone: str) -> None:
+    text = format_timestamp(when)
+    assert text.endswith("Z")
+    assert parse_timestamp(text) == when
+    # More fraction digits (up to 9) are truncated to the microsecond; offsets of zero are UTC.
+    full = f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond:06d}{extra}{zone}"
+    if when.year >= 1000:
+        parsed = parse_timestamp(full)
+        assert parsed == when
+        assert parsed.tzinfo is UTC
