@@ -1,0 +1,504 @@
+"""Per-machine pipeline: records -> normalise -> report-by-exception / deadband -> batch -> disk.
+
+Stages and the boundaries between them (each bounded, each with a named overflow policy):
+
+1. source -> pipeline: :class:`~gateway.queues.BoundedQueue` of parsed lines, policy ``block``
+   (the adapter's TCP stream is back-pressured; nothing is dropped);
+2. normalise + filter -> batch: the open batch holds at most ``max_batch`` samples and events,
+   policy ``flush`` (a full batch is written out at once);
+3. batch -> publisher: the on-disk outbox (:mod:`gateway.buffer`), policy ``drop_oldest`` or
+   ``drop_newest`` when it holds ``max_messages``;
+4. publisher -> broker: at most ``window`` QoS 1 messages in flight, policy ``block``.
+
+Source timestamps are kept; a timestamp earlier than the machine's last one by more than
+``time_jump_tolerance_s`` (adapter restart, concatenated captures) starts a new session instead
+of producing negative durations; a smaller step back is clamped to the last timestamp (counted).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CanonicalItem",
+    "MachinePipeline",
+    "MachineState",
+    "PipelineStats",
+    "normalise",
+]
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import orjson
+
+from gateway.buffer import DiskQueue
+from gateway.config import PipelineConfig
+from gateway.queues import BoundedQueue, OverflowPolicy
+from gateway.sources.assets import AssetStore, ToolLifeRecord
+from gateway.sources.devices import DataItem, Target, TargetKind
+from gateway.sources.shdr import AssetChange, Observation, Record
+from protocol import (
+    Condition,
+    ConditionEvent,
+    Dtype,
+    Event,
+    EventItem,
+    Sample,
+    SignalChannel,
+    Telemetry,
+    ValueEvent,
+    encode,
+    event_topic,
+    telemetry_topic,
+)
+
+log = logging.getLogger(__name__)
+
+Scalar = float | int | str | bool | None
+
+TOOL_SIGNAL = "x_mtc_cutting_tool"
+ASSET_REMOVED_SIGNAL = "x_mtc_asset_removed"
+_LEVELS = ("NORMAL", "WARNING", "FAULT", "UNAVAILABLE")
+_MAX_TEXT = 1024
+
+
+def new_session_id() -> str:
+    """A session id that sorts by creation time: ``<ms since epoch, hex>-<random>``."""
+    return f"{time.time_ns() // 1_000_000:011x}-{secrets.token_hex(4)}"
+
+
+class MachineState:
+    """A machine's session and seq counter, shared by its pipeline (which numbers messages) and
+    its publisher (which starts a session at each birth)."""
+
+    def __init__(self, site: str, machine: str) -> None:
+        self.site = site
+        self.machine = machine
+        self.key = f"{site}/{machine}"
+        self.session = new_session_id()
+        self._seq = 0
+        self.sessions = 1
+
+    def start_session(self, session: str | None = None) -> str:
+        """Begin a new session (seq from 0)."""
+        self.session = session or new_session_id()
+        self._seq = 0
+        self.sessions += 1
+        return self.session
+
+    def next_seq(self) -> int:
+        seq = self._seq
+        self._seq += 1
+        return seq
+
+
+@dataclass(slots=True)
+class CanonicalItem:
+    """One normalised value: a catalogue or vendor signal, or a condition."""
+
+    ts: datetime
+    signal: str
+    channel: SignalChannel
+    value: Scalar = None
+    condition: Condition | None = None
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counters of one machine's pipeline."""
+
+    observations: int = 0
+    invalid_values: int = 0
+    filtered: int = 0
+    messages: int = 0
+    samples: int = 0
+    events: int = 0
+    sessions_from_time_jumps: int = 0
+    clamped_timestamps: int = 0
+    asset_errors: int = 0
+    dropped_by_buffer: int = 0
+
+
+class _BadValueError(ValueError):
+    pass
+
+
+def _convert(target: Target, raw: str) -> Scalar:
+    text = raw.strip()
+    if text.upper() == "UNAVAILABLE":
+        return None
+    dtype = target.dtype
+    if dtype is Dtype.FLOAT:
+        if text == "":
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            if target.signal.startswith("x_"):
+                return text[:_MAX_TEXT]  # vendor values may be any scalar
+            raise _BadValueError(f"not a number: {text[:40]!r}") from None
+        if not math.isfinite(number):
+            raise _BadValueError(f"not a finite number: {text!r}")
+        return number * target.scale if target.scale != 1.0 else number
+    if dtype is Dtype.INT:
+        if text == "":
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            raise _BadValueError(f"not an integer: {text[:40]!r}") from None
+        if not math.isfinite(number):
+            raise _BadValueError(f"not a finite number: {text!r}")
+        return round(number)
+    if dtype is Dtype.ENUM:
+        word = text.upper()
+        assert target.values is not None
+        if word not in target.values:
+            raise _BadValueError(f"{text[:40]!r} is not one of {', '.join(target.values)}")
+        return word
+    if dtype is Dtype.BOOL:
+        return text.lower() in ("true", "1", "on", "yes")
+    return raw[:_MAX_TEXT]
+
+
+def normalise(obs: Observation) -> list[CanonicalItem]:
+    """Turn one observation into canonical items; ``ValueError`` (with the reason) if invalid."""
+    item: DataItem = obs.item
+    target = item.target
+    kind = target.kind
+    f = obs.fields
+    if kind is TargetKind.TELEMETRY or kind is TargetKind.EVENT:
+        if item.representation == "TIME_SERIES":
+            return _time_series(obs)
+        return [CanonicalItem(obs.ts, target.signal, target.channel, _convert(target, f[0]))]
+    if kind is TargetKind.CONDITION:
+        level = f[0].strip().upper()
+        if level not in _LEVELS:
+            raise _BadValueError(
+                f"condition level {f[0][:20]!r} is not one of {', '.join(_LEVELS)}"
+            )
+        condition = Condition(
+            component=target.component or "device",
+            level=level,  # type: ignore[arg-type]  # checked just above
+            code=f[1].strip()[:64],
+            native_severity=f[2].strip()[:64] or None,
+            qualifier=f[3].strip()[:64] or None,
+            text=f[4][:_MAX_TEXT],
+        )
+        return [CanonicalItem(obs.ts, "condition", SignalChannel.EVENT, condition=condition)]
+    if kind is TargetKind.MESSAGE:
+        code, text = f[0].strip(), f[1]
+        value = text if text.strip() else code
+        if value.upper() == "UNAVAILABLE":
+            return [CanonicalItem(obs.ts, "message", SignalChannel.EVENT, None)]
+        return [CanonicalItem(obs.ts, "message", SignalChannel.EVENT, value[:_MAX_TEXT])]
+    # PATH_POSITION: "x y z"
+    if f[0].strip().upper() == "UNAVAILABLE":
+        return []
+    parts = f[0].split()
+    if len(parts) != 3:
+        raise _BadValueError(f"path position needs three numbers, got {f[0][:60]!r}")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise _BadValueError(f"path position not numeric: {f[0][:60]!r}") from None
+    base = target.signal[:50]
+    return [
+        CanonicalItem(obs.ts, f"{base}_{axis}", SignalChannel.TELEMETRY, n)
+        for axis, n in zip("xyz", numbers, strict=True)
+        if math.isfinite(n)
+    ]
+
+
+def _time_series(obs: Observation) -> list[CanonicalItem]:
+    target = obs.item.target
+    _count, rate_text, values_text = obs.fields
+    values = values_text.split()
+    try:
+        rate = float(rate_text) if rate_text.strip() else (obs.item.sample_rate or 0.0)
+    except ValueError:
+        raise _BadValueError(f"time series rate {rate_text!r} is not a number") from None
+    if not values:
+        return []
+    if rate <= 0:  # no rate: only the last value can be placed in time
+        return [CanonicalItem(obs.ts, target.signal, target.channel, _convert(target, values[-1]))]
+    step = timedelta(seconds=1 / rate)
+    return [
+        CanonicalItem(obs.ts + i * step, target.signal, target.channel, _convert(target, v))
+        for i, v in enumerate(values)
+    ]
+
+
+@dataclass(slots=True)
+class _Last:
+    value: Scalar
+    ts: datetime
+    reported_at: float
+    channel: SignalChannel
+
+
+@dataclass(slots=True)
+class _Batch:
+    samples: list[tuple[datetime, dict[str, Scalar]]] = field(default_factory=list)
+    events: list[EventItem] = field(default_factory=list)
+    opened: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.samples or self.events)
+
+
+class MachinePipeline:
+    """The pipeline of one machine. Feed it records with :meth:`process` (or run :meth:`run` on
+    its queue); it writes finished messages to the disk queue and wakes the publisher."""
+
+    def __init__(
+        self,
+        state: MachineState,
+        store: DiskQueue,
+        config: PipelineConfig,
+        *,
+        deadband: dict[str, float] | None = None,
+        wake: Callable[[], None] = lambda: None,
+        on_time_jump: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.config = config
+        self.deadband = deadband or {}
+        self.wake = wake
+        self.on_time_jump = on_time_jump
+        self.queue: BoundedQueue[list[Record]] = BoundedQueue(
+            f"{state.key} source->pipeline", config.queue_size, OverflowPolicy.BLOCK
+        )
+        self.stats = PipelineStats()
+        self.assets = AssetStore()
+        self._last: dict[str, _Last] = {}
+        self._conditions: dict[tuple[str, str], ConditionEvent] = {}
+        self._batch = _Batch()
+        self._last_ts: datetime | None = None
+        self._bad_logged: set[tuple[str, str]] = set()
+        self._telemetry_topic = telemetry_topic(state.site, state.machine)
+        self._event_topic = event_topic(state.site, state.machine)
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume the queue forever, flushing batches when they are due."""
+        interval = self.config.batch_interval_s
+        while True:
+            timeout = None
+            if self._batch:
+                timeout = max(0.0, self._batch.opened + interval - time.monotonic())
+            if await self.queue.wait_not_empty(timeout):
+                while len(self.queue):
+                    self.process(self.queue.get_nowait())
+            if self._batch and time.monotonic() - self._batch.opened >= interval:
+                self.flush()
+
+    def process(self, records: list[Record]) -> None:
+        """Normalise, filter and batch the records of one line."""
+        for record in records:
+            if isinstance(record, Observation):
+                self._observation(record)
+            elif isinstance(record, AssetChange):
+                self._asset(record)
+        if (
+            len(self._batch.samples) >= self.config.max_batch
+            or len(self._batch.events) >= self.config.max_batch
+        ):
+            self.flush()
+
+    def _check_time(self, ts: datetime) -> datetime:
+        last = self._last_ts
+        if last is not None and ts < last:
+            back = (last - ts).total_seconds()
+            if back > self.config.time_jump_tolerance_s:
+                log.warning(
+                    "machine %s: source time jumped back %.3f s (%s -> %s): new session",
+                    self.state.key,
+                    back,
+                    last.isoformat(),
+                    ts.isoformat(),
+                )
+                self.flush()
+                self._last.clear()
+                self._conditions.clear()
+                self.stats.sessions_from_time_jumps += 1
+                self.on_time_jump()
+            else:
+                self.stats.clamped_timestamps += 1
+                ts = last
+        self._last_ts = ts
+        return ts
+
+    def _observation(self, obs: Observation) -> None:
+        self.stats.observations += 1
+        try:
+            items = normalise(obs)
+        except ValueError as exc:
+            self.stats.invalid_values += 1
+            key = (obs.item.id, str(exc)[:60])
+            if key not in self._bad_logged and len(self._bad_logged) < 10_000:
+                self._bad_logged.add(key)
+                log.warning(
+                    "machine %s key %s: invalid value skipped: %s (logged once)",
+                    self.state.key,
+                    obs.item.id,
+                    exc,
+                )
+            return
+        for item in items:
+            item.ts = self._check_time(item.ts)
+            self._add(item)
+
+    def _asset(self, change: AssetChange) -> None:
+        ts = self._check_time(change.ts)
+        try:
+            record: ToolLifeRecord | None = None
+            if change.action == "add":
+                record = self.assets.add(change.asset_id, change.asset_type or "", change.body)
+            elif change.action == "update":
+                record = self.assets.update(change.asset_id, change.updates)
+            elif change.action == "remove":
+                self.assets.remove(change.asset_id)
+                self._event(ValueEvent(ts=ts, signal=ASSET_REMOVED_SIGNAL, value=change.asset_id))
+            elif change.action == "remove_all":
+                for gone in self.assets.remove_all(change.asset_type or ""):
+                    self._event(ValueEvent(ts=ts, signal=ASSET_REMOVED_SIGNAL, value=gone))
+        except ValueError as exc:
+            self.stats.asset_errors += 1
+            log.warning("machine %s asset %s: %s", self.state.key, change.asset_id, exc)
+            return
+        if record is not None:
+            self._event(ValueEvent(ts=ts, signal=TOOL_SIGNAL, value=_tool_json(record)))
+
+    # -- report by exception -------------------------------------------------------------------
+
+    def _add(self, item: CanonicalItem) -> None:
+        if item.condition is not None:
+            cond = ConditionEvent(ts=item.ts, signal="condition", condition=item.condition)
+            key = (item.condition.component, item.condition.code)
+            if item.condition.level == "NORMAL" and not item.condition.code:
+                for k in [k for k in self._conditions if k[0] == item.condition.component]:
+                    del self._conditions[k]
+            elif item.condition.level == "NORMAL":
+                self._conditions.pop(key, None)
+            else:
+                self._conditions[key] = cond
+            self._event(cond)
+            return
+        now = time.monotonic()
+        last = self._last.get(item.signal)
+        if self.config.report_by_exception and last is not None and self._same(item, last, now):
+            self.stats.filtered += 1
+            return
+        self._last[item.signal] = _Last(item.value, item.ts, now, item.channel)
+        if item.channel is SignalChannel.TELEMETRY:
+            self._sample(item)
+        else:
+            self._event(ValueEvent(ts=item.ts, signal=item.signal, value=item.value))
+
+    def _same(self, item: CanonicalItem, last: _Last, now: float) -> bool:
+        if item.channel is SignalChannel.TELEMETRY and now - last.reported_at >= (
+            self.config.max_interval_s
+        ):
+            return False
+        a, b = item.value, last.value
+        if a == b and type(a) is type(b):
+            return True
+        band = self.deadband.get(item.signal, 0.0)
+        if band > 0 and isinstance(a, float | int) and isinstance(b, float | int):
+            return abs(a - b) < band
+        return False
+
+    # -- batching ------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if not self._batch:
+            self._batch.opened = time.monotonic()
+
+    def _sample(self, item: CanonicalItem) -> None:
+        self._open()
+        samples = self._batch.samples
+        if (
+            samples
+            and samples[-1][0] == item.ts
+            and item.signal not in samples[-1][1]
+            and len(samples[-1][1]) < 256
+        ):
+            samples[-1][1][item.signal] = item.value
+            return
+        samples.append((item.ts, {item.signal: item.value}))
+
+    def _event(self, event: EventItem) -> None:
+        self._open()
+        self._batch.events.append(event)
+
+    def flush(self) -> None:
+        """Write the open batch as telemetry and/or event messages to the disk queue."""
+        batch, self._batch = self._batch, _Batch()
+        if batch.samples:
+            for start in range(0, len(batch.samples), 1000):
+                chunk = batch.samples[start : start + 1000]
+                self._store_telemetry(chunk)
+        if batch.events:
+            for start in range(0, len(batch.events), 1000):
+                self._store_event(batch.events[start : start + 1000])
+        if batch:
+            self.wake()
+
+    def _store_telemetry(self, chunk: list[tuple[datetime, dict[str, Scalar]]]) -> None:
+        state = self.state
+        samples = []
+        for ts, values in chunk:
+            try:
+                samples.append(Sample(ts=ts, values=values))
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                self.stats.invalid_values += 1
+                log.warning("machine %s: sample dropped: %s", state.key, exc)
+        if not samples:
+            return
+        msg = Telemetry(session=state.session, seq=state.next_seq(), samples=samples)
+        self._store(self._telemetry_topic, msg.seq, encode(msg))
+        self.stats.samples += len(samples)
+
+    def _store_event(self, events: list[EventItem]) -> None:
+        state = self.state
+        msg = Event(session=state.session, seq=state.next_seq(), events=events)
+        self._store(self._event_topic, msg.seq, encode(msg))
+        self.stats.events += len(events)
+
+    def _store(self, topic: str, seq: int, payload: bytes) -> None:
+        before = self.store.dropped
+        self.store.append(self.state.key, self.state.session, seq, topic, payload)
+        self.stats.dropped_by_buffer += self.store.dropped - before
+        self.stats.messages += 1
+
+    def store_snapshot(self) -> None:
+        """Store the current value of every event signal and each active condition as one
+        event message of the current session (sent after a birth or a rebirth request)."""
+        self.flush()
+        events: list[EventItem] = [
+            ValueEvent(ts=last.ts, signal=name, value=last.value)
+            for name, last in self._last.items()
+            if last.channel is SignalChannel.EVENT
+        ]
+        events.extend(self._conditions.values())
+        if events:
+            events.sort(key=lambda e: e.ts)
+            for start in range(0, len(events), 1000):
+                self._store_event(events[start : start + 1000])
+            self.wake()
+
+
+def _tool_json(record: ToolLifeRecord) -> str:
+    data = record.as_dict()
+    text = orjson.dumps(data).decode()
+    while len(text) > _MAX_TEXT and data["life"]:
+        data["life"].pop()
+        text = orjson.dumps(data).decode()
+    return text[:_MAX_TEXT]

@@ -1,0 +1,1 @@
+"""Controller sources: SHDR adapters (with their Devices.xml model and assets)."""

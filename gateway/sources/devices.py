@@ -1,0 +1,382 @@
+"""The MTConnect device model (Devices.xml) and its mapping to Arbor's canonical signals.
+
+An SHDR key names a DataItem of the device by ``id``, else ``name``, else ``<Source>``. The
+DataItem's ``category``/``type``/``subType`` and the component it sits in (Controller, Path,
+``Linear`` X/Y/Z, ``Rotary`` C used as the spindle, Door, Coolant, the Device itself) decide which
+canonical signal (``protocol.CATALOGUE``) it becomes. DataItems without a catalogue meaning keep
+their value under the vendor name ``x_mtc_<id>`` so nothing an adapter says is lost.
+
+Namespaces are ignored (MTConnect 1.x and 2.x files read the same), so any adapter's
+Devices.xml works without code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataItem",
+    "DeviceModel",
+    "Target",
+    "TargetKind",
+    "load_devices",
+    "parse_devices",
+    "select_device",
+]
+
+import re
+import xml.etree.ElementTree as ET  # the file is the operator's own config, not network input
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from gateway.errors import DeviceModelError
+from protocol import CATALOGUE, Dtype, SignalChannel
+
+
+class TargetKind(StrEnum):
+    """What a DataItem's values become."""
+
+    TELEMETRY = "telemetry"  # a sampled value on the telemetry channel
+    EVENT = "event"  # a value change on the event channel
+    CONDITION = "condition"  # an alarm condition (ConditionEvent)
+    MESSAGE = "message"  # MTConnect MESSAGE: native code + text -> the ``message`` event
+    PATH_POSITION = "path_position"  # "x y z" -> three vendor telemetry values
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a DataItem's values go: a signal name, its channel kind and value type.
+
+    ``scale`` multiplies numeric values into Arbor's unit (W -> kW); ``component`` is the label of
+    conditions (``spindle``, ``x_axis``, ``controller``, ``path.logic_program``).
+    """
+
+    kind: TargetKind
+    signal: str
+    dtype: Dtype
+    scale: float = 1.0
+    values: tuple[str, ...] | None = None
+    component: str = ""
+
+    @property
+    def channel(self) -> SignalChannel:
+        """The Arbor channel: telemetry for samples, event for everything else."""
+        if self.kind in (TargetKind.TELEMETRY, TargetKind.PATH_POSITION):
+            return SignalChannel.TELEMETRY
+        return SignalChannel.EVENT
+
+
+@dataclass(frozen=True, slots=True)
+class DataItem:
+    """One ``<DataItem>`` with the component it belongs to."""
+
+    id: str
+    name: str | None
+    source: str | None
+    category: str
+    type: str
+    sub_type: str | None
+    representation: str | None
+    units: str | None
+    native_units: str | None
+    sample_rate: float | None
+    component_tag: str
+    component_name: str | None
+    component_id: str
+    target: Target
+
+    @property
+    def arity(self) -> int:
+        """How many SHDR fields follow this item's key on a line."""
+        if self.category == "CONDITION":
+            return 5  # level | native_code | native_severity | qualifier | text
+        if self.type == "MESSAGE":
+            return 2  # native_code | text
+        if self.representation == "TIME_SERIES":
+            return 3  # count | rate | "v1 v2 ..."
+        return 1
+
+
+@dataclass(slots=True)
+class DeviceModel:
+    """A device of a Devices.xml: its name, uuid and DataItems reachable by SHDR key."""
+
+    name: str
+    uuid: str | None
+    items: list[DataItem] = field(default_factory=list)
+    by_key: dict[str, DataItem] = field(default_factory=dict)
+
+    def lookup(self, key: str) -> DataItem | None:
+        """The DataItem an SHDR key names (id, else name, else source), or ``None``."""
+        return self.by_key.get(key)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+_VENDOR_BAD = re.compile(r"[^a-z0-9_]+")
+
+
+def vendor_name(item_id: str) -> str:
+    """``x_mtc_<id>``, the id lower-cased and reduced to ``[a-z0-9_]`` (at most 46 characters)."""
+    tail = _VENDOR_BAD.sub("_", item_id.lower()).strip("_") or "item"
+    if not tail[0].isalnum():
+        tail = "v" + tail
+    return f"x_mtc_{tail[:46]}"
+
+
+# (type, subType or None) -> catalogue signal, for items whose component does not matter.
+_PLAIN: dict[tuple[str, str | None], str] = {
+    ("EXECUTION", None): "execution",
+    ("CONTROLLER_MODE", None): "controller_mode",
+    ("FUNCTIONAL_MODE", None): "functional_mode",
+    ("PROGRAM", None): "program",
+    ("PROGRAM", "ACTIVE"): "program",
+    ("PROGRAM", "MAIN"): "program",
+    ("LINE", None): "program_line",
+    ("LINE", "ABSOLUTE"): "program_line",
+    ("LINE_NUMBER", None): "program_line",
+    ("LINE_NUMBER", "ABSOLUTE"): "program_line",
+    ("BLOCK", None): "block",
+    ("PART_COUNT", None): "part_count",
+    ("PART_COUNT", "ALL"): "part_count",
+    ("PART_COUNT", "BAD"): "part_count_bad",
+    ("PART_COUNT", "REJECTED"): "part_count_bad",
+    ("TOOL_NUMBER", None): "tool_number",
+    ("TOOL_ID", None): "tool_number",
+    ("EMERGENCY_STOP", None): "emergency_stop",
+    ("AVAILABILITY", None): "availability",
+    ("DOOR_STATE", None): "door_state",
+    ("PATH_FEEDRATE", None): "feedrate",
+    ("PATH_FEEDRATE", "ACTUAL"): "feedrate",
+    ("PATH_FEEDRATE", "COMMANDED"): "feedrate_command",
+    ("PATH_FEEDRATE", "PROGRAMMED"): "feedrate_command",
+    ("PATH_FEEDRATE_OVERRIDE", None): "feed_override",
+    ("PATH_FEEDRATE_OVERRIDE", "PROGRAMMED"): "feed_override",
+    ("PATH_FEEDRATE_OVERRIDE", "RAPID"): "rapid_override",
+    ("ACCUMULATED_TIME", "x:CUTTING_TIME"): "cutting_time",
+    ("ACCUMULATED_TIME", "x:OPERATING_TIME"): "operating_time",
+    ("ACCUMULATED_TIME", "x:SPINDLE_RUN_TIME"): "spindle_run_time",
+}
+
+_SPINDLE: dict[tuple[str, str | None], str] = {
+    ("ROTARY_VELOCITY", None): "spindle_speed",
+    ("ROTARY_VELOCITY", "ACTUAL"): "spindle_speed",
+    ("SPINDLE_SPEED", None): "spindle_speed",
+    ("SPINDLE_SPEED", "ACTUAL"): "spindle_speed",
+    ("ROTARY_VELOCITY", "COMMANDED"): "spindle_speed_command",
+    ("ROTARY_VELOCITY", "PROGRAMMED"): "spindle_speed_command",
+    ("SPINDLE_SPEED", "COMMANDED"): "spindle_speed_command",
+    ("ROTARY_VELOCITY_OVERRIDE", None): "spindle_override",
+    ("SPINDLE_SPEED_OVERRIDE", None): "spindle_override",
+    ("LOAD", None): "spindle_load",
+    ("TEMPERATURE", None): "spindle_temperature",
+    ("ACCUMULATED_TIME", "x:SPINDLE_RUN_TIME"): "spindle_run_time",
+}
+
+_WATTS = {"WATT": 0.001, "KILOWATT": 1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class _Component:
+    tag: str
+    name: str | None
+    id: str
+    is_spindle: bool
+
+
+def _axis(comp: _Component) -> str | None:
+    name = (comp.name or "").lower()
+    return name if len(name) == 1 and name in "xyzabc" else None
+
+
+def _component_label(comp: _Component) -> str:
+    axis = _axis(comp)
+    if comp.is_spindle:
+        return "spindle"
+    if comp.tag in ("Linear", "Rotary") and axis is not None:
+        return f"{axis}_axis"
+    base = (comp.name or comp.tag).lower()
+    return re.sub(r"[^a-z0-9_]+", "_", base)[:40] or "device"
+
+
+def _catalogue_signal(cat: str, typ: str, sub: str | None, comp: _Component) -> str | None:
+    key = (typ, sub)
+    if comp.is_spindle and key in _SPINDLE:
+        return _SPINDLE[key]
+    axis = _axis(comp)
+    if comp.tag == "Linear" and axis in ("x", "y", "z"):
+        if typ == "POSITION" and sub in (None, "ACTUAL"):
+            return f"position_{axis}"
+        if typ == "LOAD" and sub is None:
+            return f"load_{axis}"
+    if comp.tag == "Rotary" and not comp.is_spindle and axis in ("a", "b", "c"):
+        if typ == "ANGLE" and sub in (None, "ACTUAL"):
+            return f"position_{axis}"
+        if typ == "LOAD" and sub is None:
+            return f"load_{axis}"
+    if typ == "TEMPERATURE" and sub is None:
+        if comp.tag == "Coolant":
+            return "coolant_temperature"
+        if comp.tag == "Device":
+            return "ambient_temperature"
+    if typ == "WATTAGE" and comp.tag in ("Device", "Electric", "Controller"):
+        return "power"
+    if cat == "EVENT" and typ == "MESSAGE":
+        return "message"
+    return _PLAIN.get(key)
+
+
+def _target(elem: ET.Element, comp: _Component, label: str) -> Target:
+    cat = (elem.get("category") or "").upper()
+    typ = (elem.get("type") or "").upper()
+    sub = elem.get("subType")
+    item_id = elem.get("id") or ""
+    if cat == "CONDITION":
+        return Target(TargetKind.CONDITION, "condition", Dtype.STR, component=label)
+    if typ == "MESSAGE":
+        return Target(TargetKind.MESSAGE, "message", Dtype.STR)
+    if typ == "PATH_POSITION":
+        return Target(TargetKind.PATH_POSITION, vendor_name(item_id), Dtype.FLOAT)
+    name = _catalogue_signal(cat, typ, sub, comp)
+    signal = CATALOGUE.get(name) if name is not None else None
+    if signal is not None:
+        kind = (
+            TargetKind.TELEMETRY if signal.channel is SignalChannel.TELEMETRY else TargetKind.EVENT
+        )
+        scale = 1.0
+        if signal.name == "power":
+            units = (elem.get("nativeUnits") or elem.get("units") or "WATT").upper()
+            scale = _WATTS.get(units, 0.001)
+        return Target(kind, signal.name, signal.dtype, scale, signal.values)
+    if cat == "SAMPLE":
+        return Target(TargetKind.TELEMETRY, vendor_name(item_id), Dtype.FLOAT)
+    return Target(TargetKind.EVENT, vendor_name(item_id), Dtype.STR)
+
+
+def _is_spindle(elem: ET.Element) -> bool:
+    if _local(elem.tag) != "Rotary":
+        return False
+    modes: set[str] = set()
+    has_velocity = False
+    for item in elem.iter():
+        if _local(item.tag) != "DataItem":
+            continue
+        typ = (item.get("type") or "").upper()
+        if typ == "ROTARY_MODE":
+            modes |= {
+                (v.text or "").strip().upper() for v in item.iter() if _local(v.tag) == "Value"
+            }
+        if typ in ("ROTARY_VELOCITY", "SPINDLE_SPEED"):
+            has_velocity = True
+    if modes:
+        return "SPINDLE" in modes
+    return has_velocity
+
+
+def _direct_items(comp_elem: ET.Element) -> list[ET.Element]:
+    out: list[ET.Element] = []
+    for child in comp_elem:
+        if _local(child.tag) == "DataItems":
+            out.extend(c for c in child if _local(c.tag) == "DataItem")
+    return out
+
+
+def _walk(elem: ET.Element, model: DeviceModel) -> None:
+    tag = _local(elem.tag)
+    comp = _Component(tag, elem.get("name"), elem.get("id") or "", _is_spindle(elem))
+    items = _direct_items(elem)
+    conditions = [e for e in items if (e.get("category") or "").upper() == "CONDITION"]
+    base_label = _component_label(comp)
+    for e in items:
+        item_id = e.get("id")
+        if not item_id:
+            continue
+        label = base_label
+        if len(conditions) > 1 and e in conditions:
+            label = f"{base_label}.{(e.get('type') or 'condition').lower()}"[:64]
+        source = None
+        for child in e:
+            if _local(child.tag) == "Source" and (child.text or "").strip():
+                source = (child.text or "").strip()
+        rate = e.get("sampleRate")
+        try:
+            sample_rate = float(rate) if rate else None
+        except ValueError:
+            sample_rate = None
+        model.items.append(
+            DataItem(
+                id=item_id,
+                name=e.get("name"),
+                source=source,
+                category=(e.get("category") or "").upper(),
+                type=(e.get("type") or "").upper(),
+                sub_type=e.get("subType"),
+                representation=(e.get("representation") or "").upper() or None,
+                units=e.get("units"),
+                native_units=e.get("nativeUnits"),
+                sample_rate=sample_rate,
+                component_tag=tag,
+                component_name=elem.get("name"),
+                component_id=comp.id,
+                target=_target(e, comp, label),
+            )
+        )
+    for child in elem:
+        if _local(child.tag) == "Components":
+            for sub in child:
+                _walk(sub, model)
+
+
+def _index(model: DeviceModel) -> None:
+    # Lowest priority first, so id overrides name overrides source.
+    for item in model.items:
+        if item.source:
+            model.by_key[item.source] = item
+    for item in model.items:
+        if item.name:
+            model.by_key[item.name] = item
+    for item in model.items:
+        model.by_key[item.id] = item
+
+
+def parse_devices(text: str | bytes, origin: str = "Devices.xml") -> list[DeviceModel]:
+    """Every ``<Device>`` of a Devices.xml document (the 2.x ``<Agent>`` device is skipped)."""
+    try:
+        root = ET.fromstring(text)  # noqa: S314  (operator-supplied file; expat guards entities)
+    except ET.ParseError as exc:
+        raise DeviceModelError(f"{origin}: not well-formed XML: {exc}") from None
+    devices: list[DeviceModel] = []
+    for elem in root.iter():
+        if _local(elem.tag) != "Device":
+            continue
+        name = elem.get("name") or elem.get("id") or ""
+        model = DeviceModel(name=name, uuid=elem.get("uuid"))
+        _walk(elem, model)
+        _index(model)
+        devices.append(model)
+    if not devices:
+        raise DeviceModelError(f"{origin}: no <Device> element")
+    return devices
+
+
+def load_devices(path: Path) -> list[DeviceModel]:
+    """Read and parse a Devices.xml file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DeviceModelError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_devices(data, str(path))
+
+
+def select_device(devices: list[DeviceModel], name: str | None, origin: str) -> DeviceModel:
+    """The device called ``name`` (by name or uuid); with no name, the only device of the file."""
+    names = ", ".join(d.name for d in devices)
+    if name is None:
+        if len(devices) == 1:
+            return devices[0]
+        raise DeviceModelError(f"{origin} describes several devices ({names}); name one")
+    for d in devices:
+        if name in (d.name, d.uuid):
+            return d
+    raise DeviceModelError(f"{origin} has no device {name!r} (it has: {names})")

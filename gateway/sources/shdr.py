@@ -1,0 +1,545 @@
+"""MTConnect SHDR: a lenient line parser and an asyncio adapter connection.
+
+:class:`ShdrParser` turns text lines into records (pure, no I/O):
+
+* data lines ``ts|key|value|key|value...``, several pairs per line; how many fields follow a key
+  depends on its DataItem: CONDITION takes five (``level|native_code|native_severity|qualifier|
+  text``), MESSAGE two (``native_code|text``), a TIME_SERIES three (``count|rate|v1 v2 ...``),
+  everything else one;
+* multi-device prefixes ``device:key``; ``* device: name`` switches the default device;
+* assets: ``@ASSET@|id|type|<xml>`` on one line or ``--multiline--TAG`` ... ``--multiline--TAG``,
+  ``@UPDATE_ASSET@|id|Element|value...``, ``@REMOVE_ASSET@|id``, ``@REMOVE_ALL_ASSETS@|type``;
+* commands ``* name: value`` (with or without spaces), ``* PONG <ms>``.
+
+Leniency (what real adapters need): CR LF or LF, 0..9 fractional digits, a missing zone (UTC
+assumed), an empty timestamp (stamped on arrival), quoted values with escaped pipes (``\\|``), level
+words in any case, missing trailing condition fields, stray non-protocol lines (logger banners). A
+key the device model does not declare is logged once and skipped. A malformed line is counted and
+skipped; nothing stops the stream.
+
+:class:`ShdrConnection` connects to an adapter, sends ``* PING``, keeps the heartbeat the adapter
+asks for with ``* PONG <ms>`` (no data for two heartbeats: reconnect), and reconnects with jittered,
+capped exponential backoff. Every network await has a deadline.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AssetChange",
+    "Command",
+    "Observation",
+    "ParserStats",
+    "Record",
+    "ShdrConnection",
+    "ShdrParser",
+    "parse_shdr_timestamp",
+    "split_fields",
+]
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+
+from gateway.errors import ShdrError
+from gateway.sources.devices import DataItem, DeviceModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Observation:
+    """One key's value(s) from a data line. ``ts`` is the source's time (arrival if it had none)."""
+
+    device: DeviceModel
+    item: DataItem
+    ts: datetime
+    arrival: datetime
+    fields: tuple[str, ...]
+    stamped_on_arrival: bool = False
+
+
+@dataclass(slots=True)
+class AssetChange:
+    """An asset command: ``add`` (with XML ``body``), ``update`` (``updates`` pairs), ``remove``,
+    ``remove_all`` (``asset_type`` set)."""
+
+    device: DeviceModel
+    ts: datetime
+    arrival: datetime
+    action: str
+    asset_id: str
+    asset_type: str | None = None
+    body: str = ""
+    updates: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class Command:
+    """A ``*`` line: ``name`` lower-cased (``pong``, ``device``, ``adapterversion``) and value."""
+
+    name: str
+    value: str
+
+
+Record = Observation | AssetChange | Command
+
+
+@dataclass(slots=True)
+class ParserStats:
+    """Counters of a parser (also the bench's figures)."""
+
+    lines: int = 0
+    observations: int = 0
+    malformed: int = 0
+    unknown_keys: int = 0
+    stray: int = 0
+    commands: int = 0
+    assets: int = 0
+
+
+_TS_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?"
+)
+
+
+def parse_shdr_timestamp(text: str) -> datetime:
+    """An SHDR timestamp as an aware UTC datetime; no zone means UTC; ``ValueError`` if bad."""
+    m = _TS_RE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not an SHDR timestamp: {text[:40]!r}")
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    micro = int((frac + "00000")[:6]) if frac else 0
+    tz: timezone = UTC
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    value = datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
+    )
+    return value if tz is UTC else value.astimezone(UTC)
+
+
+def split_fields(line: str) -> list[str]:
+    """Split an SHDR line on ``|``, honouring ``"quoted"`` values and ``\\|`` escapes."""
+    if '"' not in line and "\\" not in line:
+        return line.split("|")
+    out: list[str] = []
+    buf: list[str] = []
+    at_start = True
+    quoted = False
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "\\" and i + 1 < n and line[i + 1] in '|"\\':
+            buf.append(line[i + 1])
+            i += 2
+            at_start = False
+            continue
+        if quoted:
+            if c == '"':
+                quoted = False
+            else:
+                buf.append(c)
+        elif c == '"' and at_start:
+            quoted = True
+            at_start = False
+        elif c == "|":
+            out.append("".join(buf))
+            buf = []
+            at_start = True
+        else:
+            buf.append(c)
+            at_start = False
+        i += 1
+    if quoted:  # an unterminated quote: read the line as if there were no quoting at all
+        return line.split("|")
+    out.append("".join(buf))
+    return out
+
+
+_MULTILINE = "--multiline--"
+_MAX_MULTILINE_CHARS = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Multiline:
+    terminator: str
+    device: DeviceModel
+    ts: datetime
+    arrival: datetime
+    asset_id: str
+    asset_type: str
+    lines: list[str] = field(default_factory=list)
+    size: int = 0
+
+
+class ShdrParser:
+    """Parse SHDR lines of one adapter connection against its device models.
+
+    ``devices`` are the devices this connection serves; unprefixed keys go to the ``* device:``
+    chosen by the adapter, else the first device that declares the key.
+    ``label`` names the connection in logs.
+    """
+
+    def __init__(self, devices: list[DeviceModel], label: str = "shdr") -> None:
+        if not devices:
+            raise ValueError("an SHDR parser needs at least one device model")
+        self.devices = devices
+        self.label = label
+        self.stats = ParserStats()
+        self._by_name = {d.name: d for d in devices}
+        for d in devices:
+            if d.uuid:
+                self._by_name.setdefault(d.uuid, d)
+        self._current: DeviceModel | None = devices[0] if len(devices) == 1 else None
+        self._unknown_logged: set[tuple[str, str]] = set()
+        self._multiline: _Multiline | None = None
+        self._last_ts_text = ""
+        self._last_ts = datetime.min.replace(tzinfo=UTC)
+
+    # -- public -----------------------------------------------------------------------------
+
+    def feed(self, line: str, arrival: datetime) -> list[Record]:
+        """Parse one line (with or without its line ending); never raises on bad input."""
+        self.stats.lines += 1
+        line = line.rstrip("\r\n")
+        if self._multiline is not None:
+            return self._feed_multiline(line)
+        if not line.strip():
+            return []
+        if line[0] == "*":
+            return self._command(line)
+        try:
+            return self._data(line, arrival)
+        except (ValueError, IndexError) as exc:  # defensive: a line we did not foresee
+            self._malformed(line, str(exc))
+            return []
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _malformed(self, line: str, why: str) -> None:
+        self.stats.malformed += 1
+        if self.stats.malformed <= 20 or self.stats.malformed % 1000 == 0:
+            log.warning(
+                "shdr %s: malformed line skipped (%s, %d so far): %.120r",
+                self.label,
+                why,
+                self.stats.malformed,
+                line,
+            )
+
+    def _command(self, line: str) -> list[Record]:
+        self.stats.commands += 1
+        body = line[1:].strip()
+        upper = body.upper()
+        if upper.startswith("PONG"):
+            return [Command("pong", body[4:].strip())]
+        if upper.startswith("PING"):
+            return [Command("ping", body[4:].strip())]
+        name, _, value = body.partition(":")
+        command = Command(name.strip().lower(), value.strip())
+        if command.name == "device":
+            device = self._by_name.get(command.value)
+            if device is None:
+                log.warning("shdr %s: adapter names unknown device %r", self.label, command.value)
+            else:
+                self._current = device
+        return [command]
+
+    def _timestamp(self, text: str, arrival: datetime) -> datetime | None:
+        if text == self._last_ts_text:
+            return self._last_ts
+        ts = parse_shdr_timestamp(text)
+        self._last_ts_text, self._last_ts = text, ts
+        return ts
+
+    def _resolve(self, key: str) -> tuple[DeviceModel | None, DataItem | None, str]:
+        device: DeviceModel | None = None
+        if ":" in key:
+            prefix, _, rest = key.partition(":")
+            found = self._by_name.get(prefix)
+            if found is not None:
+                device, key = found, rest
+        if device is None:
+            device = self._current
+        if device is not None:
+            return device, device.lookup(key), key
+        for d in self.devices:
+            item = d.lookup(key)
+            if item is not None:
+                return d, item, key
+        return None, None, key
+
+    def _unknown(self, device: DeviceModel | None, key: str) -> None:
+        self.stats.unknown_keys += 1
+        name = device.name if device is not None else "?"
+        if (name, key) not in self._unknown_logged and len(self._unknown_logged) < 10_000:
+            self._unknown_logged.add((name, key))
+            log.warning(
+                "shdr %s: key %r is not declared by device %s; skipped (logged once)",
+                self.label,
+                key,
+                name,
+            )
+
+    def _data(self, line: str, arrival: datetime) -> list[Record]:
+        tokens = split_fields(line)
+        if len(tokens) < 2:
+            self.stats.stray += 1
+            if self.stats.stray <= 5:
+                log.info("shdr %s: non-protocol line ignored: %.120r", self.label, line)
+            return []
+        ts_text = tokens[0].strip()
+        on_arrival = ts_text == ""
+        if on_arrival:
+            ts = arrival
+        else:
+            try:
+                parsed = self._timestamp(ts_text, arrival)
+            except ValueError:
+                self._malformed(line, "bad timestamp")
+                return []
+            assert parsed is not None
+            ts = parsed
+        if tokens[1].startswith("@") and tokens[1].endswith("@") and len(tokens[1]) > 2:
+            return self._asset(tokens, ts, arrival, line)
+        out: list[Record] = []
+        i, n = 1, len(tokens)
+        while i < n:
+            key = tokens[i].strip()
+            if not key:
+                if i == n - 1:  # a trailing pipe
+                    break
+                self._malformed(line, f"empty key at field {i}")
+                i += 2
+                continue
+            device, item, _bare = self._resolve(key)
+            if item is None or device is None:
+                self._unknown(device, key)
+                i += 2
+                continue
+            arity = item.arity
+            values = tokens[i + 1 : i + 1 + arity]
+            if len(values) < arity:
+                if arity == 5 and values:  # a condition missing its trailing fields
+                    values = values + [""] * (5 - len(values))
+                elif arity == 1 and not values:
+                    values = [""]
+                else:
+                    self._malformed(line, f"{key}: expected {arity} fields, got {len(values)}")
+                    break
+            out.append(Observation(device, item, ts, arrival, tuple(values), on_arrival))
+            self.stats.observations += 1
+            i += 1 + arity
+        return out
+
+    def _asset_device(self, asset_id: str) -> tuple[DeviceModel | None, str]:
+        if ":" in asset_id:
+            prefix, _, rest = asset_id.partition(":")
+            found = self._by_name.get(prefix)
+            if found is not None:
+                return found, rest
+        return self._current or self.devices[0], asset_id
+
+    def _asset(self, tokens: list[str], ts: datetime, arrival: datetime, line: str) -> list[Record]:
+        command = tokens[1].upper()
+        if len(tokens) < 3 or not tokens[2].strip():
+            self._malformed(line, f"{command} without an asset id")
+            return []
+        device, asset_id = self._asset_device(tokens[2].strip())
+        assert device is not None
+        self.stats.assets += 1
+        if command == "@ASSET@":
+            if len(tokens) < 5:
+                self._malformed(line, "@ASSET@ needs id|type|body")
+                return []
+            asset_type = tokens[3].strip()
+            body = "|".join(tokens[4:])
+            if body.strip().startswith(_MULTILINE):
+                self._multiline = _Multiline(
+                    body.strip(), device, ts, arrival, asset_id, asset_type
+                )
+                return []
+            return [AssetChange(device, ts, arrival, "add", asset_id, asset_type, body)]
+        if command == "@UPDATE_ASSET@":
+            rest = tokens[3:]
+            pairs = tuple((rest[j].strip(), rest[j + 1]) for j in range(0, len(rest) - 1, 2))
+            return [AssetChange(device, ts, arrival, "update", asset_id, updates=pairs)]
+        if command == "@REMOVE_ASSET@":
+            return [AssetChange(device, ts, arrival, "remove", asset_id)]
+        if command == "@REMOVE_ALL_ASSETS@":
+            return [AssetChange(device, ts, arrival, "remove_all", "", asset_type=asset_id)]
+        self._malformed(line, f"unknown asset command {tokens[1]}")
+        return []
+
+    def _feed_multiline(self, line: str) -> list[Record]:
+        ml = self._multiline
+        assert ml is not None
+        if line.strip() == ml.terminator:
+            self._multiline = None
+            body = "\n".join(ml.lines)
+            return [
+                AssetChange(ml.device, ml.ts, ml.arrival, "add", ml.asset_id, ml.asset_type, body)
+            ]
+        ml.lines.append(line)
+        ml.size += len(line) + 1
+        if ml.size > _MAX_MULTILINE_CHARS:
+            self._multiline = None
+            self._malformed(
+                line, f"multiline asset {ml.asset_id} over {_MAX_MULTILINE_CHARS} chars"
+            )
+        return []
+
+
+# -- the TCP connection --------------------------------------------------------------------------
+
+Sink = Callable[[list[Record]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Jittered, capped exponential backoff (seconds)."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+
+    def delays(self) -> _BackoffIter:
+        return _BackoffIter(self)
+
+
+class _BackoffIter:
+    def __init__(self, policy: Backoff) -> None:
+        self.policy = policy
+        self.current = policy.initial
+
+    def next(self) -> float:
+        delay = self.current * random.uniform(0.5, 1.0)
+        self.current = min(self.current * 2, self.policy.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.policy.initial
+
+
+class ShdrConnection:
+    """A reconnecting client of one SHDR adapter; parsed records go to ``sink`` in line order.
+
+    ``sink`` is awaited for each line's records, so a slow pipeline applies TCP backpressure to
+    the adapter instead of losing lines (the overflow policy of this boundary is *block*).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        parser: ShdrParser,
+        sink: Sink,
+        *,
+        connect_timeout_s: float = 5.0,
+        legacy_timeout_s: float = 600.0,
+        backoff: Backoff | None = None,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.parser = parser
+        self.sink = sink
+        self.connect_timeout_s = connect_timeout_s
+        self.legacy_timeout_s = legacy_timeout_s
+        self.backoff = backoff or Backoff()
+        self.on_connect = on_connect
+        self.heartbeat_ms: int | None = None
+        self.connects = 0
+        self.connected = asyncio.Event()
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def run(self) -> None:
+        """Connect, read, reconnect forever (until cancelled)."""
+        delays = self.backoff.delays()
+        while True:
+            try:
+                await self._session(delays)
+                log.warning("shdr %s: adapter closed the connection", self.label)
+            except (OSError, TimeoutError, ShdrError) as exc:
+                log.warning("shdr %s: %s", self.label, exc or type(exc).__name__)
+            self.connected.clear()
+            await asyncio.sleep(delays.next())
+
+    async def _session(self, delays: _BackoffIter) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, limit=1024 * 1024),
+            self.connect_timeout_s,
+        )
+        self.connects += 1
+        self.heartbeat_ms = None
+        self.connected.set()
+        delays.reset()
+        log.info("shdr %s: connected", self.label)
+        if self.on_connect is not None:
+            self.on_connect()
+        pinger: asyncio.Task[None] | None = None
+        try:
+            await self._send(writer, b"* PING\n")
+            while True:
+                timeout = (
+                    2 * self.heartbeat_ms / 1000 if self.heartbeat_ms else self.legacy_timeout_s
+                )
+                try:
+                    raw = await asyncio.wait_for(reader.readline(), timeout)
+                except TimeoutError:
+                    raise ShdrError(f"no data for {timeout:.1f} s (heartbeat missed)") from None
+                except ValueError:  # a line over the 1 MiB limit; asyncio drops it
+                    self.parser._malformed("<too long>", "line over 1 MiB")
+                    continue
+                if not raw:
+                    return
+                arrival = datetime.now(UTC)
+                records = self.parser.feed(raw.decode("utf-8", errors="replace"), arrival)
+                if not records:
+                    continue
+                for r in records:
+                    if isinstance(r, Command) and r.name == "pong":
+                        first = self.heartbeat_ms is None
+                        self.heartbeat_ms = _heartbeat(r.value)
+                        if first and self.heartbeat_ms and pinger is None:
+                            pinger = asyncio.create_task(
+                                self._ping(writer, self.heartbeat_ms), name=f"ping {self.label}"
+                            )
+                await self.sink(records)
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pinger
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), self.connect_timeout_s)
+
+    async def _ping(self, writer: asyncio.StreamWriter, every_ms: int) -> None:
+        while True:
+            await asyncio.sleep(every_ms / 1000)
+            try:
+                await self._send(writer, b"* PING\n")
+            except (OSError, TimeoutError):
+                return
+
+
+def _heartbeat(text: str) -> int | None:
+    try:
+        ms = int(float(text.split()[0]))
+    except (ValueError, IndexError):
+        return None
+    return min(max(ms, 100), 600_000)
