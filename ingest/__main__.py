@@ -1,0 +1,5 @@
+"""``python -m ingest``: see :mod:`ingest.cli`."""
+
+from ingest.cli import main
+
+main()

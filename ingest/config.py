@@ -1,0 +1,110 @@
+"""Ingest settings: one typed object, built in ``main()`` and passed down.
+
+Endpoints come from the stack-wide variables ``ARBOR_DATABASE_URL`` and ``ARBOR_MQTT_URL``; every
+other setting is ``ARBOR_INGEST_<NAME>`` (e.g. ``ARBOR_INGEST_BATCH_MAX_MESSAGES=5000``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import unquote, urlsplit
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["IngestSettings", "MqttEndpoint"]
+
+
+class MqttEndpoint:
+    """Host, port and credentials parsed from an ``mqtt://user:password@host:port`` URL."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp", ""):
+            raise ValueError(f"MQTT URL scheme must be mqtt://, got {parts.scheme!r}")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 1883
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+
+class IngestSettings(BaseSettings):
+    """Everything an ingest worker needs; see docs/ingest.md for the meaning of each."""
+
+    model_config = SettingsConfigDict(env_prefix="ARBOR_INGEST_", extra="ignore")
+
+    database_url: str = Field(validation_alias=AliasChoices("ARBOR_DATABASE_URL", "database_url"))
+    mqtt_url: str = Field(validation_alias=AliasChoices("ARBOR_MQTT_URL", "mqtt_url"))
+
+    # --- subscription ---
+    share_group: str = "ingest"
+    topic_filter: str = "arbor/v1/#"
+    #: Non-shared: every worker sees every status, so it knows each machine's live session.
+    status_filter: str = "arbor/v1/+/+/status"
+    #: Non-shared (Sparkplug's seq needs every message of a node in order); "" turns it off.
+    sparkplug_filter: str = "spBv1.0/#"
+    client_id_prefix: str = "arbor-ingest"
+    worker_index: int = Field(default=0, ge=0)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    #: MQTT 5 Receive Maximum: unacked QoS 1 messages the broker may send us. This is the memory
+    #: bound and the backpressure: when batches are not committed, acks stop and the broker stops.
+    receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+
+    # --- batching ---
+    batch_max_messages: int = Field(default=2_000, ge=1)
+    batch_max_age_s: float = Field(default=0.1, gt=0)
+
+    # --- validation ---
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_future: timedelta = timedelta(minutes=5)
+    max_past: timedelta = timedelta(days=30)
+
+    # --- Sparkplug ---
+    #: Sparkplug metric name -> Arbor signal name, e.g. {"Spindle/Speed": "spindle_speed"}.
+    sparkplug_metric_map: dict[str, str] = Field(default_factory=dict)
+    #: Only one worker should ask edge nodes to rebirth; by default worker 0.
+    sparkplug_rebirth: bool | None = None
+    rebirth_min_interval_s: float = 5.0
+
+    # --- jobs ---
+    jobs_interval_s: float = Field(default=30.0, gt=0)
+    silence_timeout_s: float = Field(default=60.0, gt=0)
+    gap_settle_s: float = Field(default=10.0, ge=0)
+    gap_lookback: timedelta = timedelta(hours=1)
+    rollup_lookback: timedelta = timedelta(hours=3)
+    #: hypertable -> how long to keep, e.g. {"sample": "30 days"}; overrides retention_policy.
+    retention: dict[str, timedelta] = Field(default_factory=dict)
+
+    # --- operations ---
+    metrics_port: int = Field(default=9108, ge=0, le=65_535)  # worker i serves port + i; 0 = off
+    db_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("share_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not value or any(c in value for c in "/+#"):
+            raise ValueError("share group must be a single topic level without wildcards")
+        return value
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        return MqttEndpoint(self.mqtt_url)
+
+    @property
+    def client_id(self) -> str:
+        """Stable per worker, so a restarted worker resumes its persistent session."""
+        return f"{self.client_id_prefix}-{self.share_group}-{self.worker_index}"
+
+    @property
+    def sends_rebirth(self) -> bool:
+        if self.sparkplug_rebirth is not None:
+            return self.sparkplug_rebirth
+        return self.worker_index == 0
+
+    def subscriptions(self) -> list[str]:
+        subs = [f"$share/{self.share_group}/{self.topic_filter}"]
+        if self.status_filter:
+            subs.append(self.status_filter)
+        if self.sparkplug_filter:
+            subs.append(self.sparkplug_filter)
+        return subs

@@ -1,0 +1,132 @@
+"""Maintenance run by ingest itself: sequence gaps, silent machines, rollups, retention.
+
+Each job takes a transaction-level advisory lock, so with N workers exactly one runs it at a time
+and the others skip it. All are idempotent. Rollups run only on the Apache edition (the community
+edition has continuous aggregates with policies, migration 0003); retention runs on both
+(``drop_chunks`` is in both).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import asyncpg
+
+from ingest.config import IngestSettings
+from ingest.records import WIDE_SIGNALS
+
+__all__ = ["ROLLUPS", "rollup_sql", "run_jobs"]
+
+log = logging.getLogger(__name__)
+
+_LOCK = 0x4172626F7201  # distinct from the migration lock
+ROLLUPS: dict[str, timedelta] = {"sample_1m": timedelta(minutes=1), "sample_1h": timedelta(hours=1)}
+
+_GAPS_SQL = """
+WITH recent AS (
+    SELECT machine_id, session, seq,
+           lead(seq) OVER (PARTITION BY machine_id, session ORDER BY seq) AS next_seq,
+           received_at
+    FROM message_ledger
+    WHERE ts > now() - $1::interval AND seq >= 0
+)
+INSERT INTO sequence_gap (machine_id, session, first_missing, last_missing)
+SELECT machine_id, session, seq + 1, next_seq - 1 FROM recent
+WHERE next_seq > seq + 1 AND received_at < now() - $2::interval
+ON CONFLICT DO NOTHING
+"""
+_GAPS_FILLED_SQL = """
+UPDATE sequence_gap g SET filled_at = now()
+WHERE g.filled_at IS NULL AND g.source = 'v1' AND g.detected_at > now() - $1::interval
+  AND (SELECT count(DISTINCT l.seq) FROM message_ledger l
+       WHERE l.machine_id = g.machine_id AND l.session = g.session
+         AND l.seq BETWEEN g.first_missing AND g.last_missing)
+      = g.last_missing - g.first_missing + 1
+"""
+_SILENT_SQL = """
+WITH silent AS (
+    UPDATE machine SET status = 'unknown', status_since = now()
+    WHERE status = 'online' AND coalesce(last_seen, status_since) < now() - $1::interval
+    RETURNING id
+)
+INSERT INTO event (machine_id, ts, signal, value, message)
+SELECT id, now(), 'status', 'unknown', 'silent' FROM silent
+"""
+
+
+def rollup_sql(rollup: str) -> str:
+    """Recompute the buckets of [$1, $2) of one rollup table from `sample`."""
+    width = ROLLUPS[rollup]
+    cols = ", ".join(f"{s}_avg, {s}_min, {s}_max" for s in WIDE_SIGNALS)
+    aggs = ", ".join(f"avg({s}), min({s}), max({s})" for s in WIDE_SIGNALS)
+    seconds = int(width.total_seconds())
+    # Table and column names are our own constants, not input.
+    return f"""
+WITH gone AS (DELETE FROM {rollup} WHERE bucket >= $1 AND bucket < $2)
+INSERT INTO {rollup} (bucket, machine_id, n, {cols})
+SELECT time_bucket(INTERVAL '{seconds} seconds', ts), machine_id, count(*), {aggs}
+FROM sample WHERE ts >= $1 AND ts < $2
+GROUP BY 1, 2
+"""  # noqa: S608
+
+
+async def _locked(conn: asyncpg.Connection, key: int) -> bool:
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
+
+
+async def run_jobs(conn: asyncpg.Connection, settings: IngestSettings, *, rollups: bool) -> None:
+    """Run every job once (each in its own transaction, skipped if another worker holds it)."""
+    async with conn.transaction():
+        if await _locked(conn, _LOCK + 1):
+            await conn.execute(_GAPS_SQL, settings.gap_lookback,
+                               timedelta(seconds=settings.gap_settle_s))  # fmt: skip
+            await conn.execute(_GAPS_FILLED_SQL, settings.gap_lookback)
+    async with conn.transaction():
+        if await _locked(conn, _LOCK + 2):
+            await conn.execute(_SILENT_SQL, timedelta(seconds=settings.silence_timeout_s))
+    if rollups:
+        for name, width in ROLLUPS.items():
+            async with conn.transaction():
+                if await _locked(conn, _LOCK + 3):
+                    await _rollup(conn, name, width, settings.rollup_lookback)
+    async with conn.transaction():
+        if await _locked(conn, _LOCK + 4):
+            await _retention(conn, settings)
+
+
+async def _rollup(
+    conn: asyncpg.Connection, name: str, width: timedelta, lookback: timedelta
+) -> None:
+    # Re-roll the trailing window (late samples inside it are picked up) and every dirty range.
+    seconds = int(width.total_seconds())
+    hi = await conn.fetchval(f"SELECT time_bucket(INTERVAL '{seconds} seconds', now())")
+    lo = hi - lookback
+    await conn.execute(rollup_sql(name), lo, hi)
+    await conn.execute(
+        "INSERT INTO rollup_watermark (rollup, done_until) VALUES ($1, $2) "
+        "ON CONFLICT (rollup) DO UPDATE SET done_until = EXCLUDED.done_until",
+        name, hi,
+    )  # fmt: skip
+
+
+async def _retention(conn: asyncpg.Connection, settings: IngestSettings) -> None:
+    for table, keep in settings.retention.items():
+        await conn.execute(
+            "INSERT INTO retention_policy (hypertable, keep) VALUES ($1, $2) "
+            "ON CONFLICT (hypertable) DO UPDATE SET keep = EXCLUDED.keep",
+            table, keep,
+        )  # fmt: skip
+    rows = await conn.fetch(
+        "SELECT p.hypertable, p.keep FROM retention_policy p "
+        "JOIN timescaledb_information.hypertables h ON h.hypertable_name = p.hypertable "
+        "UNION ALL SELECT p.hypertable, p.keep FROM retention_policy p "
+        "JOIN timescaledb_information.continuous_aggregates c ON c.view_name = p.hypertable"
+    )
+    for r in rows:
+        dropped = await conn.fetch(
+            "SELECT drop_chunks($1::regclass, older_than => now() - $2::interval)",
+            r["hypertable"], r["keep"],
+        )  # fmt: skip
+        if dropped:
+            log.info("retention: dropped %d chunks of %s", len(dropped), r["hypertable"])

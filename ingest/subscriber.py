@@ -1,0 +1,123 @@
+"""The MQTT side: a paho-mqtt 2 client (MQTT 5, persistent session, manual acks) on its own
+network thread, handing messages to asyncio without blocking either side.
+
+Why a network thread rather than aiomqtt-style ``add_reader``: paho's thread does the socket
+reads, packet parsing and keep-alives while the event loop is busy with COPY and the decoder
+threads; it only appends to a deque (``deque.append`` is atomic) and wakes the loop at most once
+per drain with ``call_soon_threadsafe``. Acks go back with ``client.ack(mid, qos)``, which paho
+makes safe to call from another thread. Memory is bounded by the broker, not by us: Receive
+Maximum caps the unacked QoS 1 messages the broker may send, and we ack only after commit, so a
+stalled database stops the flow at the broker (overflow policy: *block at the broker*).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.config import IngestSettings
+from ingest.records import Ack, Raw
+
+__all__ = ["Subscriber"]
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber:
+    """Owns the paho client. ``inbox`` fills from paho's thread; ``ready`` is set on new data."""
+
+    def __init__(self, settings: IngestSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self._settings = settings
+        self._loop = loop
+        self.inbox: deque[Raw] = deque()
+        self.ready = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._wake_pending = False
+        self._lock = threading.Lock()
+        self.generation = 0
+        ep = settings.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if ep.username:
+            client.username_pw_set(ep.username, ep.password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 5)
+        client.max_queued_messages_set(0)
+        self._client = client
+        self._endpoint = ep
+
+    # --- paho's thread -----------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            log.warning("MQTT connect refused: %s", rc)
+            return
+        self.generation += 1  # acks of the previous connection's messages are void now
+        opts = SubscribeOptions(qos=1)
+        client.subscribe([(s, opts) for s in self._settings.subscriptions()])
+        log.info("MQTT connected as %s (connection %d)", self._settings.client_id,
+                 self.generation)  # fmt: skip
+        self._loop.call_soon_threadsafe(self.connected.set)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        log.warning("MQTT disconnected: %s", rc)
+        self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.inbox.append(
+            Raw(msg.topic, bytes(msg.payload), Ack(msg.mid, msg.qos, self.generation), time.time())
+        )
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake)
+
+    # --- the event loop's side ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        self.ready.set()
+
+    def start(self) -> None:
+        """Connect (clean start off, session kept) and start paho's network thread."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._settings.session_expiry_s
+        props.ReceiveMaximum = self._settings.receive_maximum
+        self._client.connect_async(
+            self._endpoint.host, self._endpoint.port, keepalive=30, clean_start=False,
+            properties=props,
+        )  # fmt: skip
+        self._client.loop_start()
+
+    def ack(self, acks: list[Ack]) -> int:
+        """Ack committed messages of the current connection; returns how many were acked."""
+        generation = self.generation
+        n = 0
+        for a in acks:
+            if a.qos > 0 and a.generation == generation:
+                self._client.ack(a.mid, a.qos)
+                n += 1
+        return n
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        self._client.publish(topic, payload, qos=qos)
+
+    def stop(self) -> None:
+        """Disconnect without unsubscribing: the broker keeps queueing for our session."""
+        self._client.disconnect()
+        self._client.loop_stop()

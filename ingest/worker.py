@@ -1,0 +1,272 @@
+"""One ingest worker: subscriber -> batcher/decoder -> writer -> acks, plus the job loop.
+
+    paho thread --deque--> _batch_loop --(to_thread: decode)--> queue(2) --> _write_loop --> ack
+                                                                               |
+                                                          one transaction per batch, retried
+                                                          until it commits; acks only after
+
+The queue between decode and write holds at most two batches, so decoding batch N+1 overlaps
+writing batch N and nothing else buffers: when the database is slow or down the unacked messages
+pile up to Receive Maximum and the broker stops sending (backpressure at the broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+from prometheus_client import start_http_server
+
+from ingest.config import IngestSettings
+from ingest.decode import Decoder
+from ingest.jobs import run_jobs
+from ingest.metrics import IngestMetrics
+from ingest.records import Accepted, DeadLetter, DecodedBatch, Raw
+from ingest.subscriber import Subscriber
+from ingest.writer import BatchWriter, WriteStats
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+# Server errors that mean "this batch is bad", not "the database is unavailable": retrying the
+# same batch would fail forever, so its messages are written one by one instead.
+_DATA_ERROR_CLASSES = ("22", "23", "42")
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(exc, asyncpg.PostgresError) and str(state)[:2] in _DATA_ERROR_CLASSES
+
+
+class Worker:
+    """Runs until ``stop`` is set (or it is cancelled); never dies of a payload."""
+
+    def __init__(self, settings: IngestSettings, metrics: IngestMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or IngestMetrics()
+        self.decoder = Decoder(settings)
+        self._conn: asyncpg.Connection | None = None
+        self._writer: BatchWriter | None = None
+        self._rollups = True
+        self._last_rebirth: dict[tuple[str, str], float] = {}
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        server = None
+        if self.settings.metrics_port:
+            port = self.settings.metrics_port + self.settings.worker_index
+            server, _thread = start_http_server(port, "127.0.0.1", registry=self.metrics.registry)
+        sub = Subscriber(self.settings, loop)
+        self._sub = sub
+        decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(maxsize=2)
+        await self._connect_db()
+        sub.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._batch_loop(sub, decoded), name="batch_loop"),
+                    tg.create_task(self._write_loop(sub, decoded), name="write_loop"),
+                    tg.create_task(self._jobs_loop(), name="jobs_loop"),
+                ]
+                await stop.wait()
+                # Stop taking messages; let the batch in hand commit and be acked.
+                tasks[0].cancel()
+                tasks[2].cancel()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(decoded.join(), 30)
+                tasks[1].cancel()
+        finally:
+            sub.stop()
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._conn.close(), 5)
+            if server is not None:
+                server.shutdown()
+
+    # --- database connection -----------------------------------------------------------------
+
+    async def _connect_db(self) -> asyncpg.Connection:
+        delay = 0.2
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self.settings.database_url, timeout=10,
+                    command_timeout=self.settings.db_timeout_s,
+                )  # fmt: skip
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+                continue
+            self._conn = conn
+            if self._writer is None:
+                self._writer = BatchWriter(conn)
+                lic = await conn.fetchval(
+                    "SELECT coalesce(current_setting('timescaledb.license', true), 'apache')"
+                )
+                self._rollups = lic != "timescale"
+            else:
+                self._writer._conn = conn  # keep the machine-id cache
+            return conn
+
+    async def _drop_db(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    # --- loops -------------------------------------------------------------------------------
+
+    async def _batch_loop(self, sub: Subscriber, out: asyncio.Queue[DecodedBatch]) -> None:
+        max_n = self.settings.batch_max_messages
+        max_age = self.settings.batch_max_age_s
+        inbox = sub.inbox
+        while True:
+            batch: list[Raw] = []
+            while not inbox:
+                sub.ready.clear()
+                if inbox:
+                    break
+                await sub.ready.wait()
+            deadline = time.monotonic() + max_age
+            while True:
+                while inbox and len(batch) < max_n:
+                    batch.append(inbox.popleft())
+                remaining = deadline - time.monotonic()
+                if len(batch) >= max_n or remaining <= 0:
+                    break
+                sub.ready.clear()
+                if inbox:
+                    continue
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(sub.ready.wait(), remaining)
+            self.metrics.pending.set(len(inbox) + len(batch))
+            result = await asyncio.to_thread(self.decoder.decode, batch)
+            self._request_rebirths(result.rebirths)
+            await out.put(result)
+
+    async def _write_loop(self, sub: Subscriber, inq: asyncio.Queue[DecodedBatch]) -> None:
+        while True:
+            batch = await inq.get()
+            try:
+                stats = await self._commit(batch)
+                acked = sub.ack(batch.acks)
+                self._account(batch, stats, acked)
+            finally:
+                inq.task_done()
+
+    async def _commit(self, batch: DecodedBatch) -> WriteStats:
+        delay = 0.2
+        while True:
+            self.metrics.lag.set(max(0.0, time.time() - batch.first_received))
+            conn = self._conn or await self._connect_db()
+            assert self._writer is not None
+            t0 = time.perf_counter()
+            try:
+                stats = await self._writer.write(batch)
+            except asyncpg.PostgresError as exc:
+                if _is_data_error(exc):
+                    log.warning("batch rejected by the database (%s); isolating", exc)
+                    return await self._isolate(batch)
+                log.warning("commit failed (%s); retrying", exc)
+            except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("commit failed (%r); reconnecting", exc)
+            else:
+                self.metrics.commit_seconds.observe(time.perf_counter() - t0)
+                return stats
+            self.metrics.write_errors.inc()
+            if conn is not None and not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+            self._conn = None
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def _isolate(self, batch: DecodedBatch) -> WriteStats:
+        """Write a rejected batch message by message; the ones the database refuses become dead
+        letters (kind ``db_rejected``) so the rest still lands."""
+        assert self._writer is not None
+        total = WriteStats(rows={}, dead=0)
+        for acc in batch.accepted:
+            one = DecodedBatch(accepted=[acc])
+            try:
+                s = await self._writer.write(one)
+            except asyncpg.PostgresError as exc:
+                if not _is_data_error(exc):
+                    raise
+                s = await self._writer.write(DecodedBatch(dead=[_rejected(acc, exc)]))
+            total.messages += s.messages
+            total.duplicates += s.duplicates
+            total.values += s.values
+            total.dead += s.dead
+        rest = DecodedBatch(dead=batch.dead, gaps=batch.gaps)
+        s = await self._writer.write(rest)
+        total.dead += s.dead
+        total.gaps += s.gaps
+        return total
+
+    def _account(self, batch: DecodedBatch, stats: WriteStats, acked: int) -> None:
+        m = self.metrics
+        m.batches.inc()
+        m.batch_size.observe(len(batch.acks))
+        m.messages.labels("stored").inc(stats.messages)
+        m.messages.labels("duplicate").inc(stats.duplicates)
+        m.messages.labels("dead_letter").inc(len(batch.dead))
+        m.messages.labels("ignored").inc(batch.ignored)
+        m.values.inc(stats.values)
+        for table, n in (stats.rows or {}).items():
+            m.rows.labels(table).inc(n)
+        for d in batch.dead:
+            m.dead_letters.labels(d.kind).inc()
+        m.gaps.inc(stats.gaps)
+        now = datetime.now(UTC)
+        for a in batch.accepted:
+            newest = a.wide[-1][0] if a.wide else a.ts
+            m.latency.observe(max(0.0, (now - newest).total_seconds()))
+        m.lag.set(0.0)
+        m.pending.set(len(self._sub.inbox))
+
+    async def _jobs_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.jobs_interval_s * (0.8 + 0.4 * random.random()))
+            try:
+                conn = await asyncpg.connect(self.settings.database_url, timeout=10)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("jobs: database unavailable (%s)", exc)
+                continue
+            try:
+                await run_jobs(conn, self.settings, rollups=self._rollups)
+            except Exception:  # a job's failure must not stop ingest; next round retries
+                log.exception("jobs failed")
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    def _request_rebirths(self, nodes: list[tuple[str, str]]) -> None:
+        if not nodes or not self.settings.sends_rebirth:
+            return
+        from protocol.sparkplug import MessageType, encode_payload, rebirth_payload, sparkplug_topic
+
+        now = time.monotonic()
+        for group, node in dict.fromkeys(nodes):
+            last = self._last_rebirth.get((group, node))
+            if last is not None and now - last < self.settings.rebirth_min_interval_s:
+                continue
+            self._last_rebirth[(group, node)] = now
+            payload = encode_payload(rebirth_payload(int(time.time() * 1000)))
+            self._sub.publish(sparkplug_topic(group, MessageType.NCMD, node), payload, qos=1)
+            log.info("asked Sparkplug node %s/%s to rebirth", group, node)
+
+
+def _rejected(acc: Accepted, exc: BaseException) -> DeadLetter:
+    topic = f"arbor/v1/{acc.site}/{acc.machine}/{acc.channel}"
+    return DeadLetter(
+        "db_rejected", f"database refused the rows: {exc}", topic, b"", acc.received, acc.site,
+        acc.machine,
+    )  # fmt: skip

@@ -1,0 +1,238 @@
+"""Commit a decoded batch to TimescaleDB in one transaction, exactly once per message.
+
+The transaction: (1) insert the batch's ledger keys with ``ON CONFLICT DO NOTHING RETURNING``,
+which yields the messages never stored before (a concurrent worker inserting the same key blocks
+on it until that worker commits or aborts, so two workers can never both store a message);
+(2) binary COPY the rows of exactly those messages straight into the hypertables; (3) status
+changes, dead letters and Sparkplug gaps. Only after COMMIT returns does the worker ack the
+messages, so a crash at any point means a redelivery, and a redelivery means a ledger conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ingest.records import WIDE_SIGNALS, Accepted, DecodedBatch, EventRow
+
+__all__ = ["EVENT_COLUMNS", "SAMPLE_COLUMNS", "BatchWriter", "WriteStats"]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COLUMNS: tuple[str, ...] = ("machine_id", "ts", *WIDE_SIGNALS)
+EXTRA_COLUMNS = ("machine_id", "ts", "signal", "value", "value_text")
+EVENT_COLUMNS = (
+    "machine_id", "ts", "signal", "value", "value_num", "component", "level", "code",
+    "native_severity", "qualifier", "message", "historical", "received_at",
+)  # fmt: skip
+DEAD_COLUMNS = ("received_at", "topic", "reason", "payload", "site", "machine", "kind")
+
+_LEDGER_SQL = """
+INSERT INTO message_ledger (machine_id, session, seq, ts, received_at, channel, n_values)
+SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::timestamptz[],
+                     $5::timestamptz[], $6::text[], $7::integer[])
+ON CONFLICT DO NOTHING
+RETURNING machine_id, session, seq, ts
+"""
+_MACHINES_SQL = """
+INSERT INTO machine (site, machine, source)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+ON CONFLICT (site, machine) DO UPDATE SET site = EXCLUDED.site
+RETURNING id, site, machine
+"""
+_STATUS_SQL = """
+UPDATE machine SET online = $2, status = CASE WHEN $2 THEN 'online' ELSE 'offline' END,
+       status_since = $3, session = CASE WHEN $2 THEN $4 ELSE session END,
+       controller = coalesce($5::jsonb, controller), source = $6,
+       last_seen = greatest(last_seen, $3)
+WHERE id = $1 AND (status_since IS NULL OR status_since <= $3)
+  AND ($2 OR session IS NULL OR session = $4)
+"""
+_SESSION_BORN_SQL = """
+INSERT INTO machine_session (machine_id, session, born_at) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING
+"""
+_SESSION_ENDED_SQL = """
+UPDATE machine_session SET ended_at = $3 WHERE machine_id = $1 AND session = $2
+  AND ended_at IS NULL
+"""
+_GAP_SQL = """
+INSERT INTO sequence_gap (machine_id, session, first_missing, last_missing, source)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
+"""
+_BACK_ONLINE_SQL = """
+WITH v AS (SELECT * FROM unnest($1::integer[], $2::timestamptz[]) AS v(id, seen)),
+back AS (
+    UPDATE machine m SET status = 'online', status_since = v.seen FROM v
+    WHERE m.id = v.id AND m.status = 'unknown'
+    RETURNING m.id, v.seen
+)
+INSERT INTO event (machine_id, ts, signal, value, received_at)
+SELECT id, seen, 'status', 'online', seen FROM back
+"""
+_LAST_SEEN_SQL = """
+UPDATE machine m SET last_seen = greatest(m.last_seen, v.seen)
+FROM unnest($1::integer[], $2::timestamptz[]) AS v(id, seen) WHERE m.id = v.id
+"""
+
+
+@dataclass
+class WriteStats:
+    """What one committed batch stored."""
+
+    messages: int = 0  # accepted messages newly stored
+    duplicates: int = 0  # accepted messages the ledger already had
+    values: int = 0
+    rows: dict[str, int] | None = None
+    dead: int = 0
+    gaps: int = 0
+
+
+class BatchWriter:
+    """Writes batches over one asyncpg connection (the worker reconnects it on failure)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._ids: dict[tuple[str, str], int] = {}
+
+    async def machine_ids(self, pairs: Iterable[tuple[str, str, str]]) -> None:
+        """Make sure every (site, machine, source) has a registry row and a cached id."""
+        missing = sorted({p for p in pairs if (p[0], p[1]) not in self._ids})
+        if not missing:
+            return
+        rows = await self._conn.fetch(
+            _MACHINES_SQL, [p[0] for p in missing], [p[1] for p in missing],
+            [p[2] for p in missing],
+        )  # fmt: skip
+        for r in rows:
+            self._ids[(r["site"], r["machine"])] = r["id"]
+
+    def id_of(self, site: str, machine: str) -> int:
+        return self._ids[(site, machine)]
+
+    async def write(self, batch: DecodedBatch) -> WriteStats:
+        """Commit the batch (one transaction); raises asyncpg / OSError errors to the caller."""
+        stats = WriteStats(rows={})
+        pairs: list[tuple[str, str, str]] = []
+        for a in batch.accepted:
+            source = "sparkplug" if a.channel not in ("telemetry", "event", "status") else "v1"
+            pairs.append((a.site, a.machine, source))
+            pairs.append((a.key_site, a.key_machine, source))
+            pairs.extend((s.site, s.machine, s.source) for s in a.status)
+        pairs.extend((g.site, g.machine, "sparkplug") for g in batch.gaps)
+        await self.machine_ids(pairs)
+
+        # One entry per ledger key (a broker may deliver the same message twice in one batch).
+        unique: dict[tuple[int, str, int, datetime], Accepted] = {}
+        for a in batch.accepted:
+            unique.setdefault((self.id_of(a.key_site, a.key_machine), a.session, a.seq, a.ts), a)
+        conn = self._conn
+        async with conn.transaction():
+            fresh: list[Accepted] = []
+            if unique:
+                keys = list(unique)
+                values = list(unique.values())
+                inserted = await conn.fetch(
+                    _LEDGER_SQL,
+                    [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                    [k[3] for k in keys], [a.received for a in values],
+                    [a.channel for a in values], [a.n_values for a in values],
+                )  # fmt: skip
+                new_keys = {(r[0], r[1], r[2], r[3]) for r in inserted}
+                fresh = [a for k, a in unique.items() if k in new_keys]
+            stats.messages = len(fresh)
+            stats.duplicates = len(batch.accepted) - len(fresh)
+            await self._copy_rows(fresh, stats)
+            await self._status(fresh)
+            if batch.dead:
+                await conn.copy_records_to_table(
+                    "dead_letter",
+                    records=[
+                        (d.received, d.topic, d.reason, d.payload, d.site, d.machine, d.kind)
+                        for d in batch.dead
+                    ],
+                    columns=DEAD_COLUMNS,
+                )
+                stats.dead = len(batch.dead)
+            if batch.gaps:
+                await conn.executemany(
+                    _GAP_SQL,
+                    [
+                        (self.id_of(g.site, g.machine), g.session, g.first_missing,
+                         g.last_missing, g.source)
+                        for g in batch.gaps
+                    ],
+                )  # fmt: skip
+                stats.gaps = len(batch.gaps)
+        await self._seen(fresh)
+        return stats
+
+    async def _copy_rows(self, fresh: list[Accepted], stats: WriteStats) -> None:
+        wide: list[tuple[Any, ...]] = []
+        extra: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        for a in fresh:
+            mid = self.id_of(a.site, a.machine)
+            stats.values += a.n_values
+            wide.extend((mid, *row) for row in a.wide)
+            extra.extend((mid, *row) for row in a.extra)
+            events.extend(_event_record(mid, e, a.received) for e in a.events)
+        assert stats.rows is not None
+        conn = self._conn
+        if wide:
+            await conn.copy_records_to_table("sample", records=wide, columns=SAMPLE_COLUMNS)
+            stats.rows["sample"] = len(wide)
+        if extra:
+            await conn.copy_records_to_table("sample_extra", records=extra, columns=EXTRA_COLUMNS)
+            stats.rows["sample_extra"] = len(extra)
+        if events:
+            await conn.copy_records_to_table("event", records=events, columns=EVENT_COLUMNS)
+            stats.rows["event"] = len(events)
+
+    async def _status(self, fresh: list[Accepted]) -> None:
+        for a in fresh:
+            for s in a.status:
+                mid = self.id_of(s.site, s.machine)
+                controller = orjson.dumps(s.controller).decode() if s.controller else None
+                await self._conn.execute(
+                    _STATUS_SQL, mid, s.online, s.ts, s.session, controller, s.source
+                )
+                if s.online:
+                    await self._conn.execute(_SESSION_BORN_SQL, mid, s.session, s.ts)
+                else:
+                    await self._conn.execute(_SESSION_ENDED_SQL, mid, s.session, s.ts)
+                await self._conn.copy_records_to_table(
+                    "event",
+                    records=[
+                        (mid, s.ts, "status", "online" if s.online else "offline", None, None,
+                         None, None, None, None, s.reason, False, a.received)
+                    ],
+                    columns=EVENT_COLUMNS,
+                )  # fmt: skip
+
+    async def _seen(self, fresh: list[Accepted]) -> None:
+        """last_seen per machine, and back to 'online' from 'unknown' (outside the transaction:
+        it is idempotent and losing it in a crash is harmless)."""
+        seen: dict[int, datetime] = {}
+        for a in fresh:
+            if a.channel == "status":
+                continue
+            mid = self.id_of(a.site, a.machine)
+            if mid not in seen or seen[mid] < a.received:
+                seen[mid] = a.received
+        if not seen:
+            return
+        ids = sorted(seen)
+        times = [seen[i] for i in ids]
+        await self._conn.execute(_BACK_ONLINE_SQL, ids, times)
+        await self._conn.execute(_LAST_SEEN_SQL, ids, times)
+
+
+def _event_record(mid: int, e: EventRow, received: datetime) -> tuple[Any, ...]:
+    return (mid, *e, received)
