@@ -90,8 +90,8 @@ def find_cycles(
     """Detect cycles (see the module docstring).
 
     ``part_times``/``part_increments`` come from ``oee.counter_increments``; a cycle is credited
-    with the parts counted in (start, end + grace], never past the next cycle's start (controllers
-    often bump the counter just after PROGRAM_COMPLETED).
+    with the parts counted in (start, end], a completed one up to ``grace`` seconds later but never
+    past the next cycle's start (controllers often bump the counter just after PROGRAM_COMPLETED).
     """
     vocab = execution.vocabulary
     active = vocab.index("ACTIVE")
@@ -143,7 +143,7 @@ def find_cycles(
         order = np.argsort(pt, kind="stable")
         pt, cum = pt[order], np.concatenate([[0.0], np.cumsum(pi[order])])
         next_start = np.concatenate([start[1:], [np.inf]])
-        hi = np.minimum(end + grace, next_start)
+        hi = np.minimum(np.where(arr[:, 3] == COMPLETED, end + grace, end), next_start)
         parts = (
             cum[np.searchsorted(pt, hi, side="right")]
             - cum[np.searchsorted(pt, start, side="right")]

@@ -47,13 +47,18 @@ IntArray = NDArray[np.int64]
 def to_seconds(t: ArrayLike, field: str = "timestamps") -> FloatArray:
     """Timestamps as float64 seconds since the epoch.
 
-    Integer arrays are nanoseconds (int64, as stored), floats are seconds, datetime64 any unit.
+    Floats are seconds; datetime64 any unit; integers are int64 nanoseconds as stored by ingest
+    when any magnitude reaches 1e14 (1e14 s is three million years, 1e14 ns one day after the
+    epoch), otherwise seconds, so ``[0, 30, 60]`` in a test means seconds.
     """
     arr = np.asarray(t)
     if np.issubdtype(arr.dtype, np.datetime64):
         return arr.astype("datetime64[ns]").astype(np.int64) / 1e9
     if np.issubdtype(arr.dtype, np.integer):
-        return arr.astype(np.int64) / 1e9
+        as_int = arr.astype(np.int64)
+        if as_int.size and int(np.abs(as_int).max()) >= 10**14:
+            return as_int / 1e9
+        return as_int.astype(np.float64)
     if np.issubdtype(arr.dtype, np.floating):
         out = arr.astype(np.float64)
         if not np.all(np.isfinite(out)):
