@@ -19,6 +19,7 @@ from __future__ import annotations
 
 __all__ = ["MqttTransport", "TransportStats"]
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -150,10 +151,8 @@ class MqttTransport:
 
     def _on_socket_close(self, client: mqtt.Client, link: _Link, sock: Any) -> None:
         # Called by paho before it closes the socket: unregister while the fd is still ours.
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(sock)
-        except (KeyError, ValueError):
-            pass
         link.sock = None
 
     def _on_connect(
@@ -223,8 +222,11 @@ class MqttTransport:
 
     def _finish_close(self, link: _Link, wait: bool) -> None:
         if wait:
-            self._wait(lambda: link.pending <= 0 or link.failed is not None, 30.0,
-                       f"acks of {link.client._client_id}")  # fmt: skip
+            self._wait(
+                lambda: link.pending <= 0 or link.failed is not None,
+                30.0,
+                f"acks of {link.client._client_id!r}",
+            )
         link.closing = True
         link.client.disconnect()
         if link in self._closing:
