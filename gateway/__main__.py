@@ -1,0 +1,5 @@
+"""``python -m gateway``: the edge gateway (see :mod:`gateway.cli`)."""
+
+from gateway.cli import main
+
+main()
