@@ -79,11 +79,10 @@ class Gateway:
         publisher.on_command = downlink.handle
         pipeline.wake = publisher.wake
 
-        def time_jump() -> None:
-            state.start_session()
+        def announce_session() -> None:  # a time jump started a session: birth it if online
             publisher.rebirth()
 
-        pipeline.on_time_jump = time_jump
+        pipeline.on_time_jump = announce_session
         return MachineRuntime(source, state, pipeline, publisher, downlink)
 
     def _connection(self, address: str, group: list[MachineRuntime]) -> ShdrConnection:
@@ -127,9 +126,7 @@ class Gateway:
         )
         try:
             async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(c.run(), name=f"shdr {c.label}") for c in self.connections
-                ]
+                tasks = [tg.create_task(c.run(), name=f"shdr {c.label}") for c in self.connections]
                 for m in self.machines:
                     key = m.state.key
                     tasks.append(tg.create_task(m.pipeline.run(), name=f"pipeline {key}"))

@@ -265,6 +265,8 @@ class MachinePipeline:
         wake: Callable[[], None] = lambda: None,
         on_time_jump: Callable[[], None] = lambda: None,
     ) -> None:
+        """``wake`` tells the publisher new rows are stored; ``on_time_jump`` is called after a
+        backward time jump started a new session (the publisher announces it with a birth)."""
         self.state = state
         self.store = store
         self.config = config
@@ -328,6 +330,7 @@ class MachinePipeline:
                 self._last.clear()
                 self._conditions.clear()
                 self.stats.sessions_from_time_jumps += 1
+                self.state.start_session()
                 self.on_time_jump()
             else:
                 self.stats.clamped_timestamps += 1
@@ -352,7 +355,10 @@ class MachinePipeline:
                 )
             return
         for item in items:
-            item.ts = self._check_time(item.ts)
+            if (
+                not obs.stamped_on_arrival
+            ):  # arrival stamps are the gateway's clock, not the source's
+                item.ts = self._check_time(item.ts)
             self._add(item)
 
     def _asset(self, change: AssetChange) -> None:

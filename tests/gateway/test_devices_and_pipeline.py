@@ -1,0 +1,190 @@
+"""Devices.xml mapping, normalisation, report by exception, time jumps, assets and the disk
+queue, without a network."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.buffer import DiskQueue, mark_historical
+from gateway.config import PipelineConfig
+from gateway.errors import DeviceModelError
+from gateway.pipeline import TOOL_SIGNAL, MachinePipeline, MachineState
+from gateway.sources.devices import load_devices, select_device
+from gateway.sources.shdr import ShdrParser
+from protocol import decode_event, decode_telemetry
+from tests.gateway.helpers import DATA
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_dataitems_map_to_canonical_signals() -> None:
+    (device,) = load_devices(DATA / "Devices.xml")
+    signal = {i.id: i.target.signal for i in device.items}
+    assert signal["Xact"] == "position_x"
+    assert signal["Zact"] == "position_z"
+    assert signal["Xload"] == "load_x"
+    assert signal["Srpm"] == "spindle_speed"
+    assert signal["Scmd"] == "spindle_speed_command"
+    assert signal["Sload"] == "spindle_load"
+    assert signal["Sovr"] == "spindle_override"
+    assert signal["Stemp"] == "spindle_temperature"
+    assert signal["execution"] == "execution"
+    assert signal["line"] == "program_line"
+    assert signal["partcount"] == "part_count"
+    assert signal["Fact"] == "feedrate"
+    assert signal["power"] == "power"
+    assert signal["ambient"] == "ambient_temperature"
+    assert signal["shift"] == "x_mtc_shift"
+    assert signal["Svib"] == "x_mtc_svib"
+    labels = {i.id: i.target.component for i in device.items if i.category == "CONDITION"}
+    assert labels == {
+        "Xtravel": "x_axis",
+        "Scond": "spindle",
+        "system": "controller.system",
+        "comms": "controller.communications",
+        "logic": "path",
+    }
+
+
+def test_multi_device_file_needs_a_name() -> None:
+    devices = load_devices(DATA / "Devices-multi.xml")
+    assert [d.name for d in devices] == ["mill1", "mill2"]
+    assert select_device(devices, "mill-2", "f").name == "mill2"
+    with pytest.raises(DeviceModelError, match="several devices"):
+        select_device(devices, None, "f")
+    with pytest.raises(DeviceModelError, match="no device 'mill3'"):
+        select_device(devices, "mill3", "f")
+
+
+def _pipeline(tmp_path: Path, **cfg: object) -> tuple[MachinePipeline, DiskQueue, ShdrParser]:
+    store = DiskQueue(tmp_path / "q.sqlite")
+    state = MachineState("s1", "m1")
+    pipeline = MachinePipeline(state, store, PipelineConfig(**cfg), deadband={"spindle_load": 1.0})
+    return pipeline, store, ShdrParser(load_devices(DATA / "Devices.xml"))
+
+
+def _messages(store: DiskQueue, state: MachineState) -> list[tuple[str, bytes, str]]:
+    rows = store.pending(state.key, after=0, limit=10_000, session="", live=False)
+    return [(r.topic, r.payload, r.session) for r in rows]
+
+
+def test_capture_through_the_pipeline(tmp_path: Path) -> None:
+    pipeline, store, parser = _pipeline(tmp_path)
+    for raw in (DATA / "capture.shdr").read_bytes().splitlines(keepends=True):
+        pipeline.process(parser.feed(raw.decode(), NOW))
+    pipeline.flush()
+    msgs = _messages(store, pipeline.state)
+    sessions = list(dict.fromkeys(s for _, _, s in msgs))
+    assert len(sessions) == 2, "the backward time jump starts a second session"
+    assert pipeline.stats.sessions_from_time_jumps == 1
+    values: dict[str, list[object]] = {}
+    conditions = []
+    seqs: dict[str, list[int]] = {}
+    for topic, payload, session in msgs:
+        if topic.endswith("/telemetry"):
+            t = decode_telemetry(payload)
+            seqs.setdefault(session, []).append(t.seq)
+            for s in t.samples:
+                for k, v in s.values.items():
+                    values.setdefault(k, []).append(v)
+        else:
+            e = decode_event(payload)
+            seqs.setdefault(session, []).append(e.seq)
+            for ev in e.events:
+                if ev.signal == "condition":
+                    conditions.append(ev.condition)  # type: ignore[union-attr]
+                else:
+                    values.setdefault(ev.signal, []).append(ev.value)  # type: ignore[union-attr]
+    for session, numbers in seqs.items():
+        assert numbers == list(range(len(numbers))), session
+    assert values["position_x"] == [10.5, 11.0, 12.0, 0.0, 0.5]
+    assert values["spindle_speed"] == [0.0, 1200.0]
+    assert values["execution"] == ["READY", "ACTIVE", "PROGRAM_COMPLETED", "READY"]
+    assert values["block"] == ["G01 X10 | Y20"]
+    assert values["message"] == ["Check coolant level"]
+    assert values["power"] == [5.5]
+    assert values["part_count"] == [41, 0]
+    assert values["x_mtc_svib"] == [0.1, 0.2, 0.3, 0.2, 0.1]
+    assert values["x_mtc_pathpos_x"] == [10.0]
+    assert [(c.component, c.level, c.code) for c in conditions] == [
+        ("x_axis", "FAULT", "OTRAVEL"),
+        ("x_axis", "NORMAL", ""),
+        ("controller.system", "WARNING", "W42"),
+    ]
+    tools = [orjson.loads(str(v)) for v in values[TOOL_SIGNAL]]
+    assert tools[0]["status"] == ["USED", "AVAILABLE"]
+    assert tools[0]["life"][0] == {
+        "type": "MINUTES",
+        "value": 45.5,
+        "dir": "UP",
+        "warn": 100.0,
+        "limit": 120.0,
+    }
+    assert tools[1]["life"][0]["value"] == 46.5  # @UPDATE_ASSET@
+
+
+def test_report_by_exception_and_deadband(tmp_path: Path) -> None:
+    pipeline, store, parser = _pipeline(tmp_path)
+    for i, line in enumerate(
+        [
+            "|Sload|10",
+            "|Sload|10.5",
+            "|Sload|11.2",
+            "|Sload|11.2",
+            "|execution|ACTIVE",
+            "|execution|active",
+            "|Xact|1",
+            "|Xact|1",
+        ]
+    ):
+        pipeline.process(parser.feed(line, datetime(2030, 1, 1, 0, 0, i, tzinfo=UTC)))
+    pipeline.flush()
+    assert pipeline.stats.filtered == 4
+    msgs = _messages(store, pipeline.state)
+    telemetry = decode_telemetry(next(p for t, p, _ in msgs if t.endswith("telemetry")))
+    loads = [s.values["spindle_load"] for s in telemetry.samples if "spindle_load" in s.values]
+    assert loads == [10.0, 11.2]
+
+
+def test_invalid_values_are_counted_not_fatal(tmp_path: Path) -> None:
+    pipeline, _store, parser = _pipeline(tmp_path)
+    for line in ["|execution|DANCING", "|Xact|abc", "|Xtravel|PANIC|1|||x", "|Xact|2"]:
+        pipeline.process(parser.feed(line, NOW))
+    assert pipeline.stats.invalid_values == 3
+    pipeline.flush()
+
+
+def test_snapshot_repeats_event_state(tmp_path: Path) -> None:
+    pipeline, store, parser = _pipeline(tmp_path)
+    pipeline.process(parser.feed("|execution|ACTIVE|Xtravel|FAULT|OT|||over|Xact|1", NOW))
+    pipeline.flush()
+    before = len(store)
+    pipeline.store_snapshot()
+    assert len(store) == before + 1
+    rows = store.pending(pipeline.state.key, after=0, limit=100, session="", live=False)
+    snap = decode_event(rows[-1].payload)
+    assert {e.signal for e in snap.events} == {"execution", "condition"}
+
+
+def test_disk_queue_bound_ack_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    q = DiskQueue(path, max_messages=10, policy="drop_oldest")
+    ids = [q.append("s/m", "S1", i, "t", b'{"historical":false,"i":%d}' % i) for i in range(12)]
+    assert len(q) == 10 and q.dropped == 2
+    rows = q.pending("s/m", after=0, limit=100, session="S1", live=True)
+    assert [r.seq for r in rows] == list(range(2, 12))
+    q.ack(ids[2])  # type: ignore[arg-type]
+    q.dead_letter(ids[3], "not authorised")  # type: ignore[arg-type]
+    q.close()
+    q2 = DiskQueue(path, max_messages=10, policy="drop_newest")
+    assert len(q2) == 8
+    assert q2.pending("s/m", after=0, limit=1, session="S2", live=False)[0].seq == 4
+    q2.append("s/m", "S2", 0, "t", b"{}")
+    q2.append("s/m", "S2", 1, "t", b"{}")
+    assert q2.append("s/m", "S2", 2, "t", b"{}") is None and q2.dropped == 1
+    assert mark_historical(b'{"v":1,"historical":false}') == b'{"v":1,"historical":true}'
+    q2.close()

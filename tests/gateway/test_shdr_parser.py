@@ -1,0 +1,165 @@
+"""The SHDR parser on hand-written lines: every line form and the leniency rules."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.sources.devices import load_devices
+from gateway.sources.shdr import (
+    AssetChange,
+    Command,
+    Observation,
+    ShdrParser,
+    parse_shdr_timestamp,
+    split_fields,
+)
+from tests.gateway.helpers import DATA
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def parser() -> ShdrParser:
+    return ShdrParser(load_devices(DATA / "Devices.xml"), label="test")
+
+
+def obs(records: list[object]) -> list[Observation]:
+    return [r for r in records if isinstance(r, Observation)]
+
+
+@pytest.mark.parametrize(
+    ("text", "micro"),
+    [
+        ("2024-05-01T10:00:00.123Z", 123000),
+        ("2024-05-01T10:00:00.1234", 123400),
+        ("2024-05-01T10:00:00.12345Z", 123450),
+        ("2024-05-01T10:00:00.123456", 123456),
+        ("2024-05-01T10:00:00.1234567Z", 123456),
+        ("2024-05-01T10:00:00Z", 0),
+    ],
+)
+def test_timestamps_with_3_to_7_digits(text: str, micro: int) -> None:
+    ts = parse_shdr_timestamp(text)
+    assert ts == datetime(2024, 5, 1, 10, 0, 0, micro, tzinfo=UTC)
+
+
+def test_timestamp_with_offset_is_converted_to_utc() -> None:
+    assert parse_shdr_timestamp("2024-05-01T12:00:00+02:00") == datetime(2024, 5, 1, 10, tzinfo=UTC)
+
+
+def test_split_fields_honours_quotes_and_escaped_pipes() -> None:
+    assert split_fields("ts|a|1|b|2") == ["ts", "a", "1", "b", "2"]
+    assert split_fields('ts|block|"G01 X1 \\| Y2"|x|1') == ["ts", "block", "G01 X1 | Y2", "x", "1"]
+    assert split_fields("ts|v|a\\|b") == ["ts", "v", "a|b"]
+    assert split_fields('ts|v|"unterminated|x|1') == ["ts", "v", '"unterminated', "x", "1"]
+
+
+def test_multi_pair_line(parser: ShdrParser) -> None:
+    records = obs(parser.feed("2024-05-01T10:00:00.5|program|O1234|line|12|partcount|41\r\n", NOW))
+    assert [(o.item.id, o.fields) for o in records] == [
+        ("program", ("O1234",)),
+        ("line", ("12",)),
+        ("partcount", ("41",)),
+    ]
+    assert records[0].ts == datetime(2024, 5, 1, 10, 0, 0, 500000, tzinfo=UTC)
+    assert records[0].arrival == NOW
+
+
+def test_key_by_id_name_and_source(parser: ShdrParser) -> None:
+    records = obs(parser.feed("|Xabs|1|Xact|2|z_pos|3|S1speed|4", NOW))
+    assert [o.item.id for o in records] == ["Xact", "Xact", "Zact", "Srpm"]
+    assert all(o.ts == NOW and o.stamped_on_arrival for o in records)
+
+
+def test_condition_takes_five_fields_and_any_case(parser: ShdrParser) -> None:
+    records = obs(
+        parser.feed("2024-05-01T10:00:00Z|Xtravel|fault|OT|2|HIGH|over travel|Xact|1", NOW)
+    )
+    assert records[0].fields == ("fault", "OT", "2", "HIGH", "over travel")
+    assert records[1].item.id == "Xact"
+    short = obs(parser.feed("2024-05-01T10:00:00Z|Xtravel|NORMAL", NOW))
+    assert short[0].fields == ("NORMAL", "", "", "", "")
+
+
+def test_message_and_time_series(parser: ShdrParser) -> None:
+    m = obs(parser.feed("2024-05-01T10:00:00Z|msg|M1|Hello|Xact|5", NOW))
+    assert m[0].fields == ("M1", "Hello") and m[1].fields == ("5",)
+    t = obs(parser.feed("2024-05-01T10:00:00Z|Svib|3|100|1 2 3", NOW))
+    assert t[0].fields == ("3", "100", "1 2 3")
+
+
+def test_undeclared_key_is_logged_once_and_skipped(
+    parser: ShdrParser, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        first = obs(parser.feed("2024-05-01T10:00:00Z|nope|1|Xact|2", NOW))
+        second = obs(parser.feed("2024-05-01T10:00:01Z|nope|1|Xact|3", NOW))
+    assert [o.fields for o in first + second] == [("2",), ("3",)]
+    assert sum("'nope'" in r.message for r in caplog.records) == 1
+    assert parser.stats.unknown_keys == 2
+
+
+def test_malformed_lines_do_not_stop_the_stream(parser: ShdrParser) -> None:
+    for bad in ["not|a|timestamp", "2024-13-45T99:00:00Z|Xact|1", "2024-05-01T10:00:00Z||1|Xact"]:
+        parser.feed(bad, NOW)
+    banner = parser.feed("Adapter starting, build 1.2.3", NOW)
+    good = obs(parser.feed("2024-05-01T10:00:00Z|Xact|7", NOW))
+    assert banner == [] and good[0].fields == ("7",)
+    assert parser.stats.malformed >= 2 and parser.stats.stray == 1
+
+
+def test_commands_with_and_without_spaces(parser: ShdrParser) -> None:
+    assert parser.feed("*PONG 10000", NOW) == [Command("pong", "10000")]
+    assert parser.feed("* PONG 5000\r\n", NOW) == [Command("pong", "5000")]
+    assert parser.feed("* adapterVersion:2.0", NOW) == [Command("adapterversion", "2.0")]
+    assert parser.feed("*device: VMC1", NOW) == [Command("device", "VMC1")]
+
+
+def test_multi_device_prefixes_and_device_command() -> None:
+    parser = ShdrParser(load_devices(DATA / "Devices-multi.xml"))
+    records = obs(parser.feed("2024-05-01T10:00:00Z|mill1:Xact|1|mill2:Xact|2|mill2:pc|5", NOW))
+    assert [(o.device.name, o.item.id, o.fields[0]) for o in records] == [
+        ("mill1", "Xact", "1"),
+        ("mill2", "Xact", "2"),
+        ("mill2", "pc", "5"),
+    ]
+    parser.feed("* device: mill2", NOW)
+    (r,) = obs(parser.feed("2024-05-01T10:00:00Z|exec|ACTIVE", NOW))
+    assert r.device.name == "mill2"
+
+
+def test_single_line_and_multiline_assets(parser: ShdrParser) -> None:
+    single = parser.feed(
+        '2024-05-01T10:00:00Z|@ASSET@|T1|CuttingTool|<CuttingTool assetId="T1" toolId="1"/>', NOW
+    )
+    assert isinstance(single[0], AssetChange) and single[0].body.startswith("<CuttingTool")
+    assert parser.feed("2024-05-01T10:00:00Z|@ASSET@|T2|CuttingTool|--multiline--ABC", NOW) == []
+    assert parser.feed("<CuttingTool assetId='T2'>", NOW) == []
+    assert parser.feed("</CuttingTool>", NOW) == []
+    (done,) = parser.feed("--multiline--ABC\r\n", NOW)
+    assert isinstance(done, AssetChange)
+    assert done.action == "add" and done.asset_id == "T2"
+    assert done.body == "<CuttingTool assetId='T2'>\n</CuttingTool>"
+    (upd,) = parser.feed("2024-05-01T10:00:01Z|@UPDATE_ASSET@|T2|ToolLife|12|CutterStatus|x", NOW)
+    assert isinstance(upd, AssetChange)
+    assert upd.updates == (("ToolLife", "12"), ("CutterStatus", "x"))
+    (rem,) = parser.feed("2024-05-01T10:00:02Z|@REMOVE_ASSET@|T2", NOW)
+    assert isinstance(rem, AssetChange) and rem.action == "remove"
+    (all_,) = parser.feed("2024-05-01T10:00:02Z|@REMOVE_ALL_ASSETS@|CuttingTool", NOW)
+    assert isinstance(all_, AssetChange) and all_.asset_type == "CuttingTool"
+
+
+def test_whole_capture(parser: ShdrParser) -> None:
+    records = []
+    for raw in (DATA / "capture.shdr").read_bytes().splitlines(keepends=True):
+        records += parser.feed(raw.decode(), NOW)
+    assets = [r for r in records if isinstance(r, AssetChange)]
+    assert [a.action for a in assets] == ["add", "update"]
+    assert "<ToolLife" in assets[0].body
+    block = next(o for o in obs(records) if o.item.id == "block")
+    assert block.fields == ("G01 X10 | Y20",)
+    assert parser.stats.unknown_keys == 1 and parser.stats.stray == 1
+    assert parser.stats.malformed == 1  # the "not|a|timestamp|line"
