@@ -1,0 +1,109 @@
+"""The FastAPI application: `create_app(settings)` builds it; the lifespan opens its resources.
+
+Routes live under `/api/v1` (`api/routes/<resource>.py`), plus `/healthz` and `/metrics` at the
+root; the OpenAPI document is `/openapi.json`, browsable at `/docs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import orjson
+from fastapi import FastAPI
+
+from api.config import ApiSettings
+from api.errors import install_error_handlers
+from api.metrics import ApiMetrics, MetricsMiddleware
+from api.mqtt import BrokerLink
+from api.ratelimit import RateLimiter
+from api.routes import accuracy, audit, catalogue, operations, programs
+from api.state import ApiState
+
+__all__ = ["API_PREFIX", "create_app"]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name,
+            encoder=lambda v: orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def _reply_loop(state: ApiState) -> None:
+    """Store every command reply the broker hands over; one bad reply never stops the loop."""
+    assert state.broker is not None
+    while True:
+        item = await state.broker.replies.get()
+        try:
+            outcome = await programs.handle_reply(state.pool, item.topic, item.payload)
+        except Exception:  # the loop's top: log, count and carry on
+            log.exception("storing the reply on %s failed", item.topic)
+            outcome = "error"
+        state.metrics.replies.labels(outcome).inc()
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    """The API for `settings`; nothing is opened until the server runs the lifespan."""
+    metrics = ApiMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        # min_size may be 0 so that the API starts (and /healthz reports) with the database down.
+        pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=settings.api_pool_min,
+            max_size=settings.api_pool_max,
+            command_timeout=settings.api_db_timeout_s,
+            timeout=settings.api_db_timeout_s,
+            init=_init_connection,
+        )
+        broker: BrokerLink | None = None
+        if settings.mqtt_url:
+            broker = BrokerLink(settings.mqtt_url, timeout_s=settings.api_mqtt_timeout_s)
+            broker.start()
+        state = ApiState(
+            settings=settings,
+            pool=pool,
+            broker=broker,
+            limiter=RateLimiter(settings.api_rate_per_s, settings.api_rate_burst),
+            metrics=metrics,
+        )
+        replies = asyncio.create_task(_reply_loop(state), name="reply_loop") if broker else None
+        try:
+            yield {"api": state}
+        finally:
+            if replies is not None:
+                replies.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replies
+            if broker is not None:
+                await broker.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="Arbor API",
+        version="1",
+        summary="Machine-tool IoT: machines, telemetry, KPIs, accuracy checks, NC programs",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(operations.root)
+    app.include_router(operations.router, prefix=API_PREFIX)
+    app.include_router(catalogue.router, prefix=API_PREFIX)
+    app.include_router(accuracy.router, prefix=API_PREFIX)
+    app.include_router(programs.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
+    return app

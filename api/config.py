@@ -1,0 +1,53 @@
+"""The API's settings: one typed object built by the caller of `create_app()`, never global."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ApiSettings"]
+
+
+class ApiSettings(BaseSettings):
+    """Where the API listens, what it talks to, and how hard a key may call it.
+
+    Environment variables carry the `ARBOR_` prefix: `ARBOR_DATABASE_URL`, `ARBOR_MQTT_URL`,
+    `ARBOR_API_HOST`, `ARBOR_API_PORT`, `ARBOR_API_RATE_PER_S`, `ARBOR_API_RATE_BURST`, ...
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ARBOR_", extra="ignore")
+
+    database_url: str = Field(description="PostgreSQL + TimescaleDB, postgresql://user:pw@host/db")
+    mqtt_url: str = Field(
+        default="",
+        description="mqtt://user:password@host:port of the broker; empty disables program pushes",
+    )
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    api_rate_per_s: Annotated[float, Field(gt=0)] = Field(
+        default=50.0, description="sustained requests per second per API key (token bucket rate)"
+    )
+    api_rate_burst: Annotated[int, Field(ge=1)] = Field(
+        default=100, description="requests a key may make at once (token bucket size)"
+    )
+    api_pool_min: Annotated[int, Field(ge=0)] = 1
+    api_pool_max: Annotated[int, Field(ge=1)] = 10
+    api_db_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    api_mqtt_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    api_max_program_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 16 * 1024 * 1024
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (ARBOR_DATABASE_URL)")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        if value and not value.startswith("mqtt://"):
+            raise ValueError("must be an mqtt://user:password@host:port URL (ARBOR_MQTT_URL)")
+        return value

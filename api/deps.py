@@ -1,0 +1,216 @@
+"""Dependencies shared by the routes, as `Annotated` aliases.
+
+Every route declares who may call it, as the type of its first parameter:
+
+    async def list_signals(principal: AnyRole) -> ...           # every role
+    async def create(principal: Engineering, api: Api) -> ...    # engineer, maintenance, admin
+    async def healthz(_: Public) -> ...                          # no key needed
+
+`tests/api/test_authorisation.py` walks the app's routes and fails for a route that declares
+neither a role guard nor `Public`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+import asyncpg
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
+    UnavailableError,
+)
+from api.keys import ALL_ROLES, Role, key_id_of, matches
+from api.state import ApiState
+
+__all__ = [
+    "AnyRole",
+    "Api",
+    "Conn",
+    "Engineering",
+    "MachinePath",
+    "MachineRef",
+    "Operations",
+    "Principal",
+    "ProgramAuthors",
+    "ProgramPushers",
+    "Public",
+    "PublicRoute",
+    "RoleGuard",
+    "require_roles",
+    "resolve_machine",
+]
+
+_bearer = HTTPBearer(auto_error=False, description="An Arbor API key: `Bearer arbor_<id>_<secret>`")
+
+
+def _api(request: Request) -> ApiState:
+    return cast(ApiState, request.state.api)
+
+
+Api = Annotated[ApiState, Depends(_api)]
+
+
+async def _conn(api: Api) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for the request; the database being down answers 503."""
+    try:
+        async with api.pool.acquire(timeout=api.settings.api_db_timeout_s) as conn:
+            yield conn
+    except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
+        raise UnavailableError(
+            f"the database is unreachable: {exc}", code="database_unavailable"
+        ) from exc
+
+
+Conn = Annotated[asyncpg.Connection, Depends(_conn)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who calls: the key's id, name, role and site scope (None = every site)."""
+
+    key_id: str
+    name: str
+    role: Role
+    sites: frozenset[str] | None
+
+    def may_see(self, site: str) -> bool:
+        return self.sites is None or site in self.sites
+
+    @property
+    def who(self) -> str:
+        """How the audit trail and `created_by` columns name this caller."""
+        return f"{self.name} ({self.key_id})"
+
+
+class RoleGuard:
+    """Authenticate the bearer key, apply its rate limit, and admit only `roles`."""
+
+    def __init__(self, roles: frozenset[Role]) -> None:
+        if not roles:
+            raise ValueError("a route must admit at least one role")
+        self.roles = roles
+
+    async def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        api = _api(request)
+        if credentials is None:
+            raise UnauthorizedError("an API key is required: Authorization: Bearer <key>")
+        key = credentials.credentials
+        key_id = key_id_of(key)
+        if key_id is None:
+            raise UnauthorizedError("the API key is malformed", code="invalid_key")
+        try:
+            row = await asyncio.wait_for(
+                api.pool.fetchrow(
+                    "SELECT name, role, sites, key_hash, revoked_at FROM api_key WHERE id = $1",
+                    key_id,
+                ),
+                api.settings.api_db_timeout_s,
+            )
+        except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
+            raise UnavailableError(
+                f"the database is unreachable: {exc}", code="database_unavailable"
+            ) from exc
+        if row is None or not matches(key, row["key_hash"]):
+            raise UnauthorizedError("unknown API key", code="invalid_key")
+        if row["revoked_at"] is not None:
+            raise UnauthorizedError("this API key was revoked", code="revoked_key")
+        wait = api.limiter.acquire(key_id)
+        if wait > 0:
+            raise RateLimitedError(
+                f"rate limit of {api.limiter.rate_per_s:g}/s exceeded for this key",
+                retry_after_s=wait,
+            )
+        principal = Principal(
+            key_id=key_id,
+            name=row["name"],
+            role=Role(row["role"]),
+            sites=None if row["sites"] is None else frozenset(row["sites"]),
+        )
+        if principal.role not in self.roles:
+            admitted = ", ".join(sorted(self.roles))
+            raise ForbiddenError(f"role {principal.role} may not do this; admitted: {admitted}")
+        return principal
+
+
+class PublicRoute:
+    """Marks a route that needs no key (health probes, metrics scrapes, the OpenAPI document)."""
+
+    async def __call__(self) -> None:
+        return None
+
+
+def require_roles(*roles: Role) -> Any:
+    """`Depends` on a guard admitting `roles`; use in `Annotated[Principal, require_roles(...)]`."""
+    return Depends(RoleGuard(frozenset(roles)))
+
+
+# The role sets the routes use; docs/api.md lists them per route.
+AnyRole = Annotated[Principal, require_roles(*ALL_ROLES)]
+Engineering = Annotated[Principal, require_roles(Role.ENGINEER, Role.MAINTENANCE, Role.ADMIN)]
+Operations = Annotated[Principal, require_roles(Role.ENGINEER, Role.MAINTENANCE, Role.ADMIN)]
+ProgramAuthors = Annotated[Principal, require_roles(Role.ENGINEER, Role.ADMIN)]
+ProgramPushers = Annotated[Principal, require_roles(Role.OPERATOR, Role.ENGINEER, Role.ADMIN)]
+Public = Annotated[None, Depends(PublicRoute())]
+
+
+@dataclass(frozen=True)
+class MachineRef:
+    site: str
+    machine: str
+
+    def __str__(self) -> str:
+        return f"{self.site}:{self.machine}"
+
+
+async def resolve_machine(conn: asyncpg.Connection, principal: Principal, ref: str) -> MachineRef:
+    """`site:machine`, or a bare machine id when it is unique among the sites the key may see."""
+    site, sep, machine = ref.partition(":")
+    if sep:
+        rows = await conn.fetch(
+            "SELECT site, machine FROM machine WHERE site = $1 AND machine = $2", site, machine
+        )
+    else:
+        machine = site
+        rows = await conn.fetch("SELECT site, machine FROM machine WHERE machine = $1", machine)
+        visible = [r for r in rows if principal.may_see(r["site"])]
+        if len(visible) > 1:
+            sites = ", ".join(sorted(r["site"] for r in visible))
+            raise ConflictError(
+                f"machine {machine!r} exists in several sites ({sites}); use site:machine",
+                code="ambiguous_machine",
+                field="machine",
+            )
+        rows = visible or rows
+    if not rows:
+        raise NotFoundError(f"no machine {ref!r}", code="machine_not_found", field="machine")
+    found = MachineRef(rows[0]["site"], rows[0]["machine"])
+    if not principal.may_see(found.site):
+        raise ForbiddenError(
+            f"this key is not scoped to site {found.site!r}", code="site_forbidden"
+        )
+    return found
+
+
+_ID = r"[a-z0-9][a-z0-9_-]{0,63}"
+MachinePath = Annotated[
+    str,
+    Path(
+        pattern=rf"^{_ID}(:{_ID})?$",
+        description="`site:machine`, or the machine id alone when no other site has it",
+        examples=["plant1:m01", "m01"],
+    ),
+]

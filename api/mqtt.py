@@ -1,0 +1,124 @@
+"""The API's link to the broker: publish commands, receive `reply/#` into a bounded queue.
+
+paho runs its network loop in its own thread (`loop_start`); everything it hands over crosses into
+asyncio with `call_soon_threadsafe`. Replies go into a bounded queue whose overflow policy is
+**drop newest** (counted in `dropped`): a flood of replies must not grow memory without bound,
+and a dropped reply only leaves a push in state `sent`, visible to the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from api.errors import UnavailableError
+from protocol import reply_filter
+
+__all__ = ["BrokerLink", "Incoming"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    payload: bytes
+
+
+class BrokerLink:
+    """One MQTT 5 connection for the API process; reconnects on its own (paho's backoff)."""
+
+    def __init__(self, url: str, *, timeout_s: float, queue_size: int = 10_000) -> None:
+        parts = urlsplit(url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 1883
+        self._timeout_s = timeout_s
+        self.replies: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self._loop = asyncio.get_running_loop()
+        self._connected = False
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"arbor-api-{secrets.token_hex(4)}",
+            protocol=mqtt.MQTTv5,
+        )
+        if parts.username:
+            self._client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    def start(self) -> None:
+        """Start connecting in the background; the API serves even while the broker is down."""
+        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+
+    async def stop(self) -> None:
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish with QoS 1 and wait for the broker's PUBACK (bounded by the timeout)."""
+        if not self._connected:
+            raise UnavailableError(
+                f"the broker at {self.endpoint} is not connected", code="broker_unavailable"
+            )
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise UnavailableError(
+                f"publish to {topic} failed: {mqtt.error_string(info.rc)}",
+                code="broker_unavailable",
+            )
+        await asyncio.to_thread(info.wait_for_publish, self._timeout_s)
+        if not info.is_published():
+            raise UnavailableError(
+                f"the broker did not acknowledge {topic} within {self._timeout_s} s",
+                code="broker_unavailable",
+            )
+
+    # --- paho's thread ---------------------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason_code: object,
+        properties: object,
+    ) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.warning("broker %s refused the API: %s", self.endpoint, reason_code)
+            return
+        client.subscribe(reply_filter(), qos=1)
+        self._connected = True
+        log.info("connected to broker %s", self.endpoint)
+
+    def _on_disconnect(self, client: mqtt.Client, *args: object) -> None:
+        self._connected = False
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._loop.call_soon_threadsafe(self._enqueue, Incoming(msg.topic, bytes(msg.payload)))
+
+    def _enqueue(self, item: Incoming) -> None:
+        try:
+            self.replies.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning(
+                "reply queue full: dropped %s (%d dropped so far)", item.topic, self.dropped
+            )

@@ -1,0 +1,25 @@
+"""What the lifespan opens and every request shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from api.config import ApiSettings
+from api.metrics import ApiMetrics
+from api.mqtt import BrokerLink
+from api.ratelimit import RateLimiter
+
+__all__ = ["ApiState"]
+
+
+@dataclass
+class ApiState:
+    """The API's resources: built by `api.app`'s lifespan, reached through `api.deps.Api`."""
+
+    settings: ApiSettings
+    pool: asyncpg.Pool
+    broker: BrokerLink | None
+    limiter: RateLimiter
+    metrics: ApiMetrics
