@@ -27,6 +27,7 @@ __all__ = [
     "UNKNOWN",
     "StateIntervals",
     "combine",
+    "durations_by_group",
     "state_intervals",
     "to_seconds",
 ]
@@ -203,3 +204,51 @@ def combine(*streams: StateIntervals) -> tuple[FloatArray, FloatArray, IntArray]
     ends = np.concatenate([cuts[1:], [hi]])
     codes = np.stack([s.code[np.searchsorted(s.start, cuts, side="right") - 1] for s in streams])
     return cuts, ends, codes
+
+
+def durations_by_group(
+    group: ArrayLike,
+    timestamps: ArrayLike,
+    codes: ArrayLike,
+    n_groups: int,
+    vocabulary: Sequence[str],
+    *,
+    start: float,
+    end: float,
+    unknown: Sequence[str] = ("UNAVAILABLE",),
+) -> FloatArray:
+    """Seconds per (group, state) in [start, end) for many machines at once.
+
+    Same rules as ``state_intervals`` + ``durations`` (no ``until`` horizon), in one pass over all
+    events: ``group`` (n,) ints in [0, n_groups) (e.g. machine index), ``timestamps`` and ``codes``
+    (n,). Returns (n_groups, len(vocabulary) + 1); the last column is unknown time.
+    """
+    g = np.asarray(group, dtype=np.int64)
+    t = to_seconds(timestamps)
+    c = np.asarray(codes, dtype=np.int64)
+    if not (g.shape == t.shape == c.shape) or t.ndim != 1:
+        raise ValueError("group, timestamps and codes must be 1-D arrays of the same length")
+    vocab = tuple(vocabulary)
+    if g.size and (g.min() < 0 or g.max() >= n_groups):
+        raise ValueError(f"group indices must lie in [0, {n_groups})")
+    if c.size and (c.min() < 0 or c.max() >= len(vocab)):
+        raise ValueError(f"codes must lie in [0, {len(vocab)}) for a vocabulary of {len(vocab)}")
+    width = len(vocab) + 1
+    unknown_codes = [vocab.index(w) for w in unknown if w in vocab]
+    col = np.where(np.isin(c, unknown_codes), width - 1, c)
+    dg, dt = np.diff(g), np.diff(t)
+    if not np.all((dg > 0) | ((dg == 0) & (dt >= 0))):
+        # Stable sort by (group, time): for equal timestamps the later arrival keeps the time.
+        # Skipped when rows come ordered by (machine, time), as a database query returns them.
+        order = np.lexsort((t, g))
+        g, t, col = g[order], t[order], col[order]
+    same_next = np.concatenate([g[1:] == g[:-1], [False]])
+    nxt = np.where(same_next, np.concatenate([t[1:], [end]]), end)
+    seg = np.clip(nxt, start, end) - np.clip(t, start, end)
+    out = np.bincount(g * width + col, weights=seg, minlength=n_groups * width).astype(np.float64)
+    out = out.reshape(n_groups, width)
+    first = np.concatenate([[True], g[1:] != g[:-1]]) if g.size else np.zeros(0, dtype=bool)
+    lead = np.full(n_groups, float(end - start))
+    lead[g[first]] = np.clip(t[first], start, end) - start
+    out[:, -1] += lead
+    return out

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from analytics.iso230_2 import evaluate_iso230_2  # noqa: E402
 from analytics.s_piece import SPieceGeometry, project  # noqa: E402
-from analytics.states import EXECUTION, state_intervals  # noqa: E402
+from analytics.states import EXECUTION, durations_by_group  # noqa: E402
 
 
 def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -59,14 +59,16 @@ def make_fleet(machines: int, days: int, seed: int = 0) -> list[tuple[np.ndarray
 
 
 def fleet_numpy(fleet: list[tuple[np.ndarray, np.ndarray]], span: float) -> list[dict[str, float]]:
-    out = []
-    for t, c in fleet:
-        d = state_intervals(t, c, EXECUTION, start=0.0, end=span).durations()
-        known = span - d["unknown"]
-        out.append(
-            {"ACTIVE": d["ACTIVE"], "unknown": d["unknown"], "utilisation": d["ACTIVE"] / known}
-        )
-    return out
+    group = np.repeat(np.arange(len(fleet)), [t.size for t, _ in fleet])
+    t = np.concatenate([t for t, _ in fleet])
+    c = np.concatenate([c for _, c in fleet])
+    table = durations_by_group(group, t, c, len(fleet), EXECUTION, start=0.0, end=span)
+    active, unknown = table[:, EXECUTION.index("ACTIVE")], table[:, -1]
+    util = active / (span - unknown)
+    return [
+        {"ACTIVE": float(a), "unknown": float(u), "utilisation": float(x)}
+        for a, u, x in zip(active, unknown, util, strict=True)
+    ]
 
 
 def fleet_python(fleet: list[tuple[list[float], list[int]]], span: float) -> list[dict[str, float]]:
@@ -99,7 +101,7 @@ def bench_utilisation() -> None:
     fleet = make_fleet(machines, days)
     fleet_lists = [(t.tolist(), c.tolist()) for t, c in fleet]
     events = sum(t.size for t, _ in fleet)
-    t_np, a = best_of(lambda: fleet_numpy(fleet, span), 2)
+    t_np, a = best_of(lambda: fleet_numpy(fleet, span), 3)
     t_py, b = best_of(lambda: fleet_python(fleet_lists, span), 1)
     for x, y in zip(a, b, strict=True):
         assert abs(x["ACTIVE"] - y["ACTIVE"]) < 1e-6 and abs(x["unknown"] - y["unknown"]) < 1e-6

@@ -23,7 +23,13 @@ from analytics.oee import (
     time_by_key,
     time_model,
 )
-from analytics.states import CONTROLLER_MODE, EXECUTION, UNKNOWN, state_intervals
+from analytics.states import (
+    CONTROLLER_MODE,
+    EXECUTION,
+    UNKNOWN,
+    durations_by_group,
+    state_intervals,
+)
 
 X = {w: k for k, w in enumerate(EXECUTION)}
 T0 = datetime(2024, 3, 4, tzinfo=UTC).timestamp()  # a Monday
@@ -239,3 +245,24 @@ def test_grouping_by_program_and_by_shift() -> None:
 
 def test_unknown_code_is_minus_one() -> None:
     assert execution([(50, "ACTIVE")]).code[0] == UNKNOWN
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.floats(-20, 120, allow_nan=False),
+            st.integers(0, len(EXECUTION) - 1),
+        ),
+        max_size=40,
+    )
+)
+def test_fleet_durations_match_per_machine_intervals(events: list[tuple[int, float, int]]) -> None:
+    g = np.array([e[0] for e in events], dtype=np.int64)
+    t = np.array([e[1] for e in events], dtype=float)
+    c = np.array([e[2] for e in events], dtype=np.int64)
+    table = durations_by_group(g, t, c, 4, EXECUTION, start=0, end=100)
+    for m in range(4):
+        d = state_intervals(t[g == m], c[g == m], EXECUTION, start=0, end=100).durations()
+        np.testing.assert_allclose(table[m], list(d.values()), atol=1e-9)
