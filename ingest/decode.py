@@ -117,6 +117,9 @@ class Decoder:
             out.ignored += 1  # cmd / reply / alerts belong to other services
             return
         assert machine is not None
+        if topic.channel is Channel.STATUS and not raw.payload:
+            out.ignored += 1  # an empty retained message clears the retained status: no data
+            return
         try:
             if topic.channel is Channel.TELEMETRY:
                 msg: Telemetry | Event | Status = decode_telemetry(

@@ -1,0 +1,224 @@
+"""The worker against the real broker and database: good data lands exactly once, every class of
+bad input is dead-lettered with its reason while the good messages around it still land, gaps
+and machine status are recorded."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from ingest.migrate import apply_migrations
+from tests.conftest import MqttSettings
+from tests.ingest.helpers import (
+    Publisher,
+    event,
+    rows,
+    scalar,
+    start_worker,
+    status,
+    telemetry,
+    wait_ready,
+    wait_until,
+    worker_env,
+)
+from tests.servers import free_port
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def db(fresh_database: str) -> str:
+    apply_migrations(fresh_database)
+    return fresh_database
+
+
+@pytest.fixture(scope="module")
+def pub(mqtt_settings: MqttSettings) -> Iterator[Publisher]:
+    p = Publisher(mqtt_settings.host, mqtt_settings.port, mqtt_settings.username,
+                  mqtt_settings.password)  # fmt: skip
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def worker(db: str, mqtt_settings: MqttSettings, unique_site: str, pub: Publisher) -> Iterator[int]:
+    port = free_port()
+    env = worker_env(
+        db, mqtt_settings.url, unique_site, f"ingest-{secrets.token_hex(3)}",
+        ARBOR_INGEST_METRICS_PORT=str(port), ARBOR_INGEST_SILENCE_TIMEOUT_S="3",
+        ARBOR_INGEST_BATCH_MAX_AGE_S="0.05",
+    )  # fmt: skip
+    pub.publish(f"arbor/v1/{unique_site}/probe/status", status("probe-1", True), retain=True)
+    pub.flush()
+    proc = start_worker(env)
+    try:
+        wait_ready(port)
+        yield port
+    finally:
+        pub.publish(f"arbor/v1/{unique_site}/probe/status", b"", retain=True)
+        pub.flush()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        assert proc.wait() in (0, -9)
+
+
+def _mid(db: str, site: str, machine: str) -> int | None:
+    value = scalar(db, "SELECT id FROM machine WHERE site = %s AND machine = %s", site, machine)
+    return None if value is None else int(value)
+
+
+def _count(db: str, table: str, site: str, machine: str) -> int:
+    return int(
+        scalar(
+            db,
+            f"SELECT count(*) FROM {table} t JOIN machine m ON m.id = t.machine_id "  # noqa: S608
+            "WHERE m.site = %s AND m.machine = %s",
+            site,
+            machine,
+        )  # fmt: skip
+    )
+
+
+def test_good_data_lands_once(db: str, worker: int, pub: Publisher, unique_site: str) -> None:
+    site, m = unique_site, "m-good"
+    base = f"arbor/v1/{site}/{m}"
+    pub.publish(f"{base}/status", status("s1", True), retain=True)
+    payloads = [telemetry("s1", seq, n=5, x_acme_temp=21.5) for seq in range(20)]
+    for payload in payloads:
+        pub.publish(f"{base}/telemetry", payload)
+    pub.publish(f"{base}/event", event("s1", 20, "execution", "ACTIVE"))
+    pub.publish(f"{base}/telemetry", payloads[3])  # a replay of seq 3: changes nothing
+    assert pub.flush() == [0] * 23
+    wait_until(lambda: _count(db, "message_ledger", site, m) >= 22, what="22 ledger rows")
+    wait_until(lambda: _count(db, "event", site, m) >= 2, what="the events")
+    assert _count(db, "sample", site, m) == 100
+    assert _count(db, "sample_extra", site, m) == 100  # the vendor signal, narrow
+    assert _count(db, "message_ledger", site, m) == 22  # 21 data + the birth
+    state = rows(db, "SELECT status, online, session, controller->>'vendor' FROM machine "
+                     "WHERE site = %s AND machine = %s", site, m)  # fmt: skip
+    assert state == [("online", True, "s1", "i5")]
+    values = rows(db, "SELECT value FROM event e JOIN machine m ON m.id = e.machine_id "
+                      "WHERE m.site = %s AND m.machine = %s ORDER BY signal", site, m)  # fmt: skip
+    assert values == [("ACTIVE",), ("online",)]
+    pub.publish(f"{base}/status", b"", retain=True)
+    pub.flush()
+
+
+def test_every_bad_input_is_dead_lettered_and_good_data_still_lands(
+    db: str, worker: int, pub: Publisher, unique_site: str, mqtt_settings: MqttSettings
+) -> None:
+    site, m = unique_site, "m-bad"
+    base = f"arbor/v1/{site}/{m}"
+    now = datetime.now(UTC)
+    good = [telemetry("s1", seq) for seq in range(0, 10)]
+    bad: dict[str, tuple[str, bytes]] = {
+        "malformed_json": (f"{base}/telemetry", b'{"v": 1, "session": "s1", "seq": '),
+        "wrong_type": (f"{base}/telemetry", orjson.dumps(
+            {"v": 1, "session": "s1", "seq": 100,
+             "samples": [{"ts": "2024-05-01T00:00:00Z", "values": {"spindle_speed": "fast"}}]})),
+        "non_finite": (f"{base}/telemetry",
+            b'{"v":1,"session":"s1","seq":101,"samples":[{"ts":"2024-05-01T00:00:00Z",'
+            b'"values":{"spindle_load":NaN}}]}'),
+        "unknown_signal": (f"{base}/telemetry", orjson.dumps(
+            {"v": 1, "session": "s1", "seq": 102,
+             "samples": [{"ts": "2024-05-01T00:00:00Z", "values": {"warp_drive": 1.0}}]})),
+        "timestamp_range": (f"{base}/telemetry",
+                            telemetry("s1", 103, t0=now + timedelta(days=2))),
+        "oversized": (f"{base}/telemetry", b"{" + b" " * (300 * 1024) + b"}"),
+        "bad_topic": (f"arbor/v1/{site}/Not_Valid/telemetry", telemetry("s1", 104)),
+        "session_conflict": (f"{base}/telemetry", telemetry("intruder", 0)),
+    }  # fmt: skip
+    past = telemetry("s1", 105, t0=now - timedelta(days=400))
+    pub.publish(f"{base}/status", status("s1", True), retain=True)
+    for i, (topic, payload) in enumerate(bad.values()):
+        pub.publish(f"{base}/telemetry", good[i])
+        pub.publish(topic, payload)
+    pub.publish(f"{base}/telemetry", past)
+    pub.publish(f"{base}/telemetry", good[9])
+    pub.publish(f"{base}/telemetry", good[8])
+    assert all(rc == 0 for rc in pub.flush())
+
+    wait_until(lambda: _count(db, "message_ledger", site, m) >= 10, what="the good messages")
+    wait_until(
+        lambda: int(scalar(db, "SELECT count(*) FROM dead_letter WHERE topic LIKE %s",
+                           f"arbor/v1/{site}/%")) >= len(bad) + 1,
+        what="the dead letters",
+    )  # fmt: skip
+    got = rows(db, "SELECT kind, reason, topic, length(payload) FROM dead_letter "
+                   "WHERE topic LIKE %s ORDER BY received_at", f"arbor/v1/{site}/%")  # fmt: skip
+    kinds = [g[0] for g in got]
+    assert sorted(kinds) == sorted([*bad, "timestamp_range"])
+    reasons = {g[0]: g[1] for g in got}
+    assert "spindle_speed" in reasons["wrong_type"]
+    assert "warp_drive" in reasons["unknown_signal"]
+    assert "307" in reasons["oversized"] or "limit" in reasons["oversized"]
+    assert "machine id" in reasons["bad_topic"]
+    assert "intruder" in reasons["session_conflict"]
+    assert all(g[3] > 0 for g in got), "the raw payload is kept"
+    assert _count(db, "message_ledger", site, m) == 11  # 10 good + birth
+    assert _count(db, "sample", site, m) == 50
+    pub.publish(f"{base}/status", b"", retain=True)
+    pub.flush()
+
+
+def test_machine_account_cannot_publish_as_another(
+    db: str, worker: int, unique_site: str, mqtt_settings: MqttSettings,
+    provision_machines: Callable[[list[tuple[str, str]]], dict[tuple[str, str], tuple[str, str]]],
+) -> None:  # fmt: skip
+    site = unique_site
+    creds = provision_machines([(site, "ma"), (site, "mb")])
+    user, password = creds[(site, "ma")]
+    spoofer = Publisher(mqtt_settings.host, mqtt_settings.port, user, password)
+    try:
+        spoofer.publish(f"arbor/v1/{site}/mb/telemetry", telemetry("fake", 0))
+        spoofer.publish(f"arbor/v1/{site}/ma/telemetry", telemetry("real", 0))
+        codes = spoofer.flush()
+    finally:
+        spoofer.close()
+    assert codes[1] == 0
+    wait_until(lambda: _mid(db, site, "ma") is not None and
+               _count(db, "message_ledger", site, "ma") == 1, what="ma's own message")  # fmt: skip
+    assert _mid(db, site, "mb") is None, "the broker's ACL kept the spoofed message out"
+
+
+def test_gaps_are_recorded(db: str, worker: int, pub: Publisher, unique_site: str) -> None:
+    site, m = unique_site, "m-gap"
+    for seq in (0, 1, 2, 6, 7):
+        pub.publish(f"arbor/v1/{site}/{m}/telemetry", telemetry("g1", seq))
+    pub.flush()
+    wait_until(
+        lambda: rows(db, "SELECT first_missing, last_missing FROM sequence_gap g "
+                         "JOIN machine m ON m.id = g.machine_id WHERE m.machine = %s", m)
+        == [(3, 5)],
+        what="the gap 3..5",
+    )  # fmt: skip
+
+
+def test_silent_machine_becomes_unknown_then_online(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    site, m = unique_site, "m-quiet"
+    base = f"arbor/v1/{site}/{m}"
+    pub.publish(f"{base}/status", status("q1", True))
+    pub.publish(f"{base}/telemetry", telemetry("q1", 0))
+    pub.flush()
+    state = "SELECT status FROM machine WHERE site = %s AND machine = %s"
+    wait_until(lambda: scalar(db, state, site, m) == "online", what="online")
+    wait_until(lambda: scalar(db, state, site, m) == "unknown", timeout=30, what="unknown")
+    pub.publish(f"{base}/telemetry", telemetry("q1", 1))
+    pub.flush()
+    wait_until(lambda: scalar(db, state, site, m) == "online", what="online again")
+    pub.publish(f"{base}/status", status("q1", False))
+    pub.flush()
+    wait_until(lambda: scalar(db, state, site, m) == "offline", what="offline")
+    history = rows(db, "SELECT value FROM state_interval s JOIN machine m ON m.id = s.machine_id "
+                       "WHERE m.machine = %s AND signal = 'status' ORDER BY start_ts", m)  # fmt: skip
+    assert [h[0] for h in history] == ["online", "unknown", "online", "offline"]
