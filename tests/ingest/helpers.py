@@ -27,9 +27,10 @@ class Publisher:
 
     def __init__(self, host: str, port: int, username: str, password: str) -> None:
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"tpub-{secrets.token_hex(4)}",
+            CallbackAPIVersion.VERSION2,
+            client_id=f"tpub-{secrets.token_hex(4)}",
             protocol=mqtt.MQTTv5,
-        )  # fmt: skip
+        )
         self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.connect(host, port)
@@ -60,10 +61,12 @@ def telemetry(
 ) -> bytes:
     t0 = t0 or datetime.now(UTC)
     samples = [
-        Sample(ts=t0 + timedelta(milliseconds=100 * i),
-               values={"spindle_speed": 1000.0 + i, "spindle_load": 20.5, **extra})
+        Sample(
+            ts=t0 + timedelta(milliseconds=100 * i),
+            values={"spindle_speed": 1000.0 + i, "spindle_load": 20.5, **extra},
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
     return encode(Telemetry(session=session, seq=seq, samples=samples))
 
 
@@ -74,9 +77,13 @@ def event(session: str, seq: int, signal: str, value: Any) -> bytes:
 
 def status(session: str, online: bool) -> bytes:
     return encode(
-        Status(online=online, ts=datetime.now(UTC), session=session,
-               controller=Controller(vendor="i5", model="M8", kind="vertical_mc"))
-    )  # fmt: skip
+        Status(
+            online=online,
+            ts=datetime.now(UTC),
+            session=session,
+            controller=Controller(vendor="i5", model="M8", kind="vertical_mc"),
+        )
+    )
 
 
 def worker_env(
@@ -102,10 +109,19 @@ def worker_env(
 
 def start_worker(env: dict[str, str], index: int = 0) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ingest", "--no-migrate", "--worker-index", str(index),
-         "--log-level", "warning"],
-        env=env, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ingest",
+            "--no-migrate",
+            "--worker-index",
+            str(index),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @contextmanager
@@ -152,7 +168,7 @@ def metric(port: int, name: str, **labels: str) -> float:
     """One sample of a worker's /metrics (0 if absent)."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
     want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
     total = 0.0

@@ -39,8 +39,9 @@ def db(fresh_database: str) -> str:
 
 @pytest.fixture(scope="module")
 def pub(mqtt_settings: MqttSettings) -> Iterator[Publisher]:
-    p = Publisher(mqtt_settings.host, mqtt_settings.port, mqtt_settings.username,
-                  mqtt_settings.password)  # fmt: skip
+    p = Publisher(
+        mqtt_settings.host, mqtt_settings.port, mqtt_settings.username, mqtt_settings.password
+    )
     yield p
     p.close()
 
@@ -49,10 +50,14 @@ def pub(mqtt_settings: MqttSettings) -> Iterator[Publisher]:
 def worker(db: str, mqtt_settings: MqttSettings, unique_site: str, pub: Publisher) -> Iterator[int]:
     port = free_port()
     env = worker_env(
-        db, mqtt_settings.url, unique_site, f"ingest-{secrets.token_hex(3)}",
-        ARBOR_INGEST_METRICS_PORT=str(port), ARBOR_INGEST_SILENCE_TIMEOUT_S="3",
+        db,
+        mqtt_settings.url,
+        unique_site,
+        f"ingest-{secrets.token_hex(3)}",
+        ARBOR_INGEST_METRICS_PORT=str(port),
+        ARBOR_INGEST_SILENCE_TIMEOUT_S="3",
         ARBOR_INGEST_BATCH_MAX_AGE_S="0.05",
-    )  # fmt: skip
+    )
     pub.publish(f"arbor/v1/{unique_site}/probe/status", status("probe-1", True), retain=True)
     pub.flush()
     proc = start_worker(env)
@@ -83,7 +88,7 @@ def _count(db: str, table: str, site: str, machine: str) -> int:
             "WHERE m.site = %s AND m.machine = %s",
             site,
             machine,
-        )  # fmt: skip
+        )
     )
 
 
@@ -102,11 +107,21 @@ def test_good_data_lands_once(db: str, worker: int, pub: Publisher, unique_site:
     assert _count(db, "sample", site, m) == 100
     assert _count(db, "sample_extra", site, m) == 100  # the vendor signal, narrow
     assert _count(db, "message_ledger", site, m) == 22  # 21 data + the birth
-    state = rows(db, "SELECT status, online, session, controller->>'vendor' FROM machine "
-                     "WHERE site = %s AND machine = %s", site, m)  # fmt: skip
+    state = rows(
+        db,
+        "SELECT status, online, session, controller->>'vendor' FROM machine "
+        "WHERE site = %s AND machine = %s",
+        site,
+        m,
+    )
     assert state == [("online", True, "s1", "i5")]
-    values = rows(db, "SELECT value FROM event e JOIN machine m ON m.id = e.machine_id "
-                      "WHERE m.site = %s AND m.machine = %s ORDER BY signal", site, m)  # fmt: skip
+    values = rows(
+        db,
+        "SELECT value FROM event e JOIN machine m ON m.id = e.machine_id "
+        "WHERE m.site = %s AND m.machine = %s ORDER BY signal",
+        site,
+        m,
+    )
     assert values == [("ACTIVE",), ("online",)]
     pub.publish(f"{base}/status", b"", retain=True)
     pub.flush()
@@ -118,24 +133,43 @@ def test_every_bad_input_is_dead_lettered_and_good_data_still_lands(
     site, m = unique_site, "m-bad"
     base = f"arbor/v1/{site}/{m}"
     now = datetime.now(UTC)
-    good = [telemetry("s1", seq) for seq in range(0, 10)]
+    good = [telemetry("s1", seq) for seq in range(10)]
     bad: dict[str, tuple[str, bytes]] = {
         "malformed_json": (f"{base}/telemetry", b'{"v": 1, "session": "s1", "seq": '),
-        "wrong_type": (f"{base}/telemetry", orjson.dumps(
-            {"v": 1, "session": "s1", "seq": 100,
-             "samples": [{"ts": "2024-05-01T00:00:00Z", "values": {"spindle_speed": "fast"}}]})),
-        "non_finite": (f"{base}/telemetry",
+        "wrong_type": (
+            f"{base}/telemetry",
+            orjson.dumps(
+                {
+                    "v": 1,
+                    "session": "s1",
+                    "seq": 100,
+                    "samples": [
+                        {"ts": "2024-05-01T00:00:00Z", "values": {"spindle_speed": "fast"}}
+                    ],
+                }
+            ),
+        ),
+        "non_finite": (
+            f"{base}/telemetry",
             b'{"v":1,"session":"s1","seq":101,"samples":[{"ts":"2024-05-01T00:00:00Z",'
-            b'"values":{"spindle_load":NaN}}]}'),
-        "unknown_signal": (f"{base}/telemetry", orjson.dumps(
-            {"v": 1, "session": "s1", "seq": 102,
-             "samples": [{"ts": "2024-05-01T00:00:00Z", "values": {"warp_drive": 1.0}}]})),
-        "timestamp_range": (f"{base}/telemetry",
-                            telemetry("s1", 103, t0=now + timedelta(days=2))),
+            b'"values":{"spindle_load":NaN}}]}',
+        ),
+        "unknown_signal": (
+            f"{base}/telemetry",
+            orjson.dumps(
+                {
+                    "v": 1,
+                    "session": "s1",
+                    "seq": 102,
+                    "samples": [{"ts": "2024-05-01T00:00:00Z", "values": {"warp_drive": 1.0}}],
+                }
+            ),
+        ),
+        "timestamp_range": (f"{base}/telemetry", telemetry("s1", 103, t0=now + timedelta(days=2))),
         "oversized": (f"{base}/telemetry", b"{" + b" " * (300 * 1024) + b"}"),
         "bad_topic": (f"arbor/v1/{site}/Not_Valid/telemetry", telemetry("s1", 104)),
         "session_conflict": (f"{base}/telemetry", telemetry("intruder", 0)),
-    }  # fmt: skip
+    }
     past = telemetry("s1", 105, t0=now - timedelta(days=400))
     pub.publish(f"{base}/status", status("s1", True), retain=True)
     for i, (topic, payload) in enumerate(bad.values()):
@@ -148,12 +182,22 @@ def test_every_bad_input_is_dead_lettered_and_good_data_still_lands(
 
     wait_until(lambda: _count(db, "message_ledger", site, m) >= 10, what="the good messages")
     wait_until(
-        lambda: int(scalar(db, "SELECT count(*) FROM dead_letter WHERE topic LIKE %s",
-                           f"arbor/v1/{site}/%")) >= len(bad) + 1,
+        lambda: (
+            int(
+                scalar(
+                    db, "SELECT count(*) FROM dead_letter WHERE topic LIKE %s", f"arbor/v1/{site}/%"
+                )
+            )
+            >= len(bad) + 1
+        ),
         what="the dead letters",
-    )  # fmt: skip
-    got = rows(db, "SELECT kind, reason, topic, length(payload) FROM dead_letter "
-                   "WHERE topic LIKE %s ORDER BY received_at", f"arbor/v1/{site}/%")  # fmt: skip
+    )
+    got = rows(
+        db,
+        "SELECT kind, reason, topic, length(payload) FROM dead_letter "
+        "WHERE topic LIKE %s ORDER BY received_at",
+        f"arbor/v1/{site}/%",
+    )
     kinds = [g[0] for g in got]
     assert sorted(kinds) == sorted([*bad, "timestamp_range"])
     reasons = {g[0]: g[1] for g in got}
@@ -170,9 +214,12 @@ def test_every_bad_input_is_dead_lettered_and_good_data_still_lands(
 
 
 def test_machine_account_cannot_publish_as_another(
-    db: str, worker: int, unique_site: str, mqtt_settings: MqttSettings,
+    db: str,
+    worker: int,
+    unique_site: str,
+    mqtt_settings: MqttSettings,
     provision_machines: Callable[[list[tuple[str, str]]], dict[tuple[str, str], tuple[str, str]]],
-) -> None:  # fmt: skip
+) -> None:
     site = unique_site
     creds = provision_machines([(site, "ma"), (site, "mb")])
     user, password = creds[(site, "ma")]
@@ -184,8 +231,10 @@ def test_machine_account_cannot_publish_as_another(
     finally:
         spoofer.close()
     assert codes[1] == 0
-    wait_until(lambda: _mid(db, site, "ma") is not None and
-               _count(db, "message_ledger", site, "ma") == 1, what="ma's own message")  # fmt: skip
+    wait_until(
+        lambda: _mid(db, site, "ma") is not None and _count(db, "message_ledger", site, "ma") == 1,
+        what="ma's own message",
+    )
     assert _mid(db, site, "mb") is None, "the broker's ACL kept the spoofed message out"
 
 
@@ -195,11 +244,17 @@ def test_gaps_are_recorded(db: str, worker: int, pub: Publisher, unique_site: st
         pub.publish(f"arbor/v1/{site}/{m}/telemetry", telemetry("g1", seq))
     pub.flush()
     wait_until(
-        lambda: rows(db, "SELECT first_missing, last_missing FROM sequence_gap g "
-                         "JOIN machine m ON m.id = g.machine_id WHERE m.machine = %s", m)
-        == [(3, 5)],
+        lambda: (
+            rows(
+                db,
+                "SELECT first_missing, last_missing FROM sequence_gap g "
+                "JOIN machine m ON m.id = g.machine_id WHERE m.machine = %s",
+                m,
+            )
+            == [(3, 5)]
+        ),
         what="the gap 3..5",
-    )  # fmt: skip
+    )
 
 
 def test_silent_machine_becomes_unknown_then_online(
@@ -219,6 +274,10 @@ def test_silent_machine_becomes_unknown_then_online(
     pub.publish(f"{base}/status", status("q1", False))
     pub.flush()
     wait_until(lambda: scalar(db, state, site, m) == "offline", what="offline")
-    history = rows(db, "SELECT value FROM state_interval s JOIN machine m ON m.id = s.machine_id "
-                       "WHERE m.machine = %s AND signal = 'status' ORDER BY start_ts", m)  # fmt: skip
+    history = rows(
+        db,
+        "SELECT value FROM state_interval s JOIN machine m ON m.id = s.machine_id "
+        "WHERE m.machine = %s AND signal = 'status' ORDER BY start_ts",
+        m,
+    )
     assert [h[0] for h in history] == ["online", "unknown", "online", "offline"]
