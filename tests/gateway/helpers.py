@@ -39,8 +39,10 @@ class ShdrServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
-        for w in self.writers:
+        for w in list(self.writers):
             w.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(w.wait_closed(), 1)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.wait_closed(), 2)
 
@@ -62,6 +64,9 @@ class ShdrServer:
         finally:
             if writer in self.writers:
                 self.writers.remove(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1)
 
     async def send(self, *lines: str) -> None:
         for w in list(self.writers):
@@ -70,8 +75,8 @@ class ShdrServer:
             with contextlib.suppress(ConnectionError):
                 await w.drain()
 
-    async def wait_connected(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_connected(self, wait_s: float = 10.0) -> None:
+        deadline = time.monotonic() + wait_s
         while not self.writers:
             if time.monotonic() > deadline:
                 raise TimeoutError("the gateway did not connect to the SHDR server")
