@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from api.config import ApiSettings
 from api.errors import install_error_handlers
@@ -24,11 +24,21 @@ from api.ratelimit import RateLimiter
 from api.routes import accuracy, audit, catalogue, operations, programs
 from api.state import ApiState
 
-__all__ = ["API_PREFIX", "create_app"]
+__all__ = ["API_PREFIX", "ROUTERS", "create_app"]
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+
+#: Every router and where it is mounted (the authorisation test walks this list).
+ROUTERS: list[tuple[str, APIRouter]] = [
+    ("", operations.root),
+    (API_PREFIX, operations.router),
+    (API_PREFIX, catalogue.router),
+    (API_PREFIX, accuracy.router),
+    (API_PREFIX, programs.router),
+    (API_PREFIX, audit.router),
+]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -100,10 +110,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(operations.root)
-    app.include_router(operations.router, prefix=API_PREFIX)
-    app.include_router(catalogue.router, prefix=API_PREFIX)
-    app.include_router(accuracy.router, prefix=API_PREFIX)
-    app.include_router(programs.router, prefix=API_PREFIX)
-    app.include_router(audit.router, prefix=API_PREFIX)
+    for prefix, router in ROUTERS:
+        app.include_router(router, prefix=prefix)
     return app
