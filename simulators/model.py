@@ -509,6 +509,11 @@ class Fleet:
                     over = self.seg[fin] >= self.nseg[self.prog[fin]]
                     going = fin[~over]
                     self.tool[going] = self.seg_tool[self.prog[going], self.seg[going]]
+                    # Tool life management at the tool call: an expired tool is swapped for its
+                    # sister tool from the magazine, so no segment starts with a worn-out tool.
+                    expired = going[self.life[going, self.tool[going]] >= 1.0]
+                    for m in expired.tolist():
+                        self._change_tools(rep, m, [int(self.tool[m])], "life_limit", t)
                     for m in fin[over].tolist():
                         self._complete_cycle(rep, m, t)
 
