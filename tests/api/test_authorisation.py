@@ -48,8 +48,7 @@ def _routes() -> list[tuple[str, str, RoleGuard | PublicRoute]]:
             assert isinstance(route, APIRoute)
             guards = _guards(route.dependant)
             assert len(guards) == 1, f"{route.path} declares {len(guards)} guards, not 1"
-            for method in sorted(route.methods):
-                out.append((method, prefix + route.path, guards[0]))
+            out.extend((m, prefix + route.path, guards[0]) for m in sorted(route.methods))
     return out
 
 
