@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from ingest.config import IngestSettings
 from ingest.convert import event_row, extra_row
@@ -44,7 +43,7 @@ __all__ = ["Decoder", "classify_payload_error"]
 
 log = logging.getLogger(__name__)
 
-_N_WIDE = len(WIDE_SIGNALS)
+_WIDE_SET = frozenset(WIDE_INDEX)
 #: Ledger seq of status messages (they carry a session but no seq).
 STATUS_BIRTH_SEQ = -1
 STATUS_DEATH_SEQ = -2
@@ -205,24 +204,21 @@ class Decoder:
             site, machine, site, machine, msg.session, msg.seq, msg.samples[0].ts, "telemetry",
             received, msg.historical,
         )  # fmt: skip
-        wide_index = WIDE_INDEX
         wide = acc.wide
         extra = acc.extra
+        wide_set = _WIDE_SET
         n = 0
         for sample in msg.samples:
             ts = sample.ts
-            row: list[Any] = [None] * _N_WIDE
-            has_wide = False
-            for name, value in sample.values.items():
-                n += 1
-                i = wide_index.get(name)
-                if i is not None and type(value) is not str and type(value) is not bool:
-                    row[i] = None if value is None else float(value)
-                    has_wide = True
-                else:
-                    extra.append(extra_row(ts, name, value))
-            if has_wide:
-                wide.append((ts, *row))
+            values = sample.values
+            n += len(values)
+            # The protocol has validated every value: catalogue telemetry signals are numbers (or
+            # null), so they go to the wide row as they are; anything else goes narrow.
+            others = values.keys() - wide_set
+            for name in others:
+                extra.append(extra_row(ts, name, values[name]))
+            if len(others) < len(values):
+                wide.append((ts, *map(values.get, WIDE_SIGNALS)))
         acc.n_values = n
         return acc
 
