@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from api.config import ApiSettings
 from api.errors import install_error_handlers
@@ -83,6 +84,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         if settings.mqtt_url:
             broker = BrokerLink(settings.mqtt_url, timeout_s=settings.api_mqtt_timeout_s)
             broker.start()
+            # Start ready when the broker is there; a broker that is down only delays the start
+            # a little (the API serves without it and /healthz says so).
+            if not await broker.wait_connected(min(3.0, settings.api_mqtt_timeout_s)):
+                log.warning("broker %s not reachable yet; continuing without it", broker.endpoint)
         state = ApiState(
             settings=settings,
             pool=pool,
@@ -109,7 +114,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    templates: dict[Any, str] = {}
     for prefix, router in ROUTERS:
         app.include_router(router, prefix=prefix)
+        templates |= {r.endpoint: prefix + r.path for r in router.routes if isinstance(r, APIRoute)}
+    app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
     return app

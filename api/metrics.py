@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,9 +43,11 @@ class ApiMetrics:
 class MetricsMiddleware:
     """Pure ASGI middleware: unlike BaseHTTPMiddleware it leaves streaming and WebSockets alone."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, templates: dict[Any, str]) -> None:
         self.app = app
         self.metrics = metrics
+        # endpoint function -> its full path template; routing leaves the endpoint in the scope.
+        self.templates = templates
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,8 +65,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = self.templates.get(scope.get("endpoint"))
+            if template is None:
+                template = getattr(scope.get("route"), "path", None) or "unmatched"
             method = str(scope.get("method", ""))
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)

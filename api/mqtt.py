@@ -43,6 +43,7 @@ class BrokerLink:
         self.dropped = 0
         self._loop = asyncio.get_running_loop()
         self._connected = False
+        self._first_connect = asyncio.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"arbor-api-{secrets.token_hex(4)}",
@@ -67,6 +68,15 @@ class BrokerLink:
         """Start connecting in the background; the API serves even while the broker is down."""
         self._client.connect_async(self._host, self._port, keepalive=30)
         self._client.loop_start()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the first connection; False if it has not happened yet."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._first_connect.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def stop(self) -> None:
         self._client.disconnect()
@@ -106,6 +116,7 @@ class BrokerLink:
             return
         client.subscribe(reply_filter(), qos=1)
         self._connected = True
+        self._loop.call_soon_threadsafe(self._first_connect.set)
         log.info("connected to broker %s", self.endpoint)
 
     def _on_disconnect(self, client: mqtt.Client, *args: object) -> None:
