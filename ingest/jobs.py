@@ -56,14 +56,13 @@ SELECT id, now(), 'status', 'unknown', 'silent' FROM silent
 
 
 def rollup_sql(rollup: str) -> str:
-    """Recompute the buckets of [$1, $2) of one rollup table from `sample`."""
+    """Insert the buckets of [$1, $2) of one rollup table from `sample` (delete them first)."""
     width = ROLLUPS[rollup]
     cols = ", ".join(f"{s}_avg, {s}_min, {s}_max" for s in WIDE_SIGNALS)
     aggs = ", ".join(f"avg({s}), min({s}), max({s})" for s in WIDE_SIGNALS)
     seconds = int(width.total_seconds())
     # Table and column names are our own constants, not input.
     return f"""
-WITH gone AS (DELETE FROM {rollup} WHERE bucket >= $1 AND bucket < $2)
 INSERT INTO {rollup} (bucket, machine_id, n, {cols})
 SELECT time_bucket(INTERVAL '{seconds} seconds', ts), machine_id, count(*), {aggs}
 FROM sample WHERE ts >= $1 AND ts < $2
@@ -98,15 +97,18 @@ async def run_jobs(conn: asyncpg.Connection, settings: IngestSettings, *, rollup
 async def _rollup(
     conn: asyncpg.Connection, name: str, width: timedelta, lookback: timedelta
 ) -> None:
-    # Re-roll the trailing window (late samples inside it are picked up) and every dirty range.
+    # Re-roll the trailing window, the current partial bucket included (so the newest data shows
+    # and late samples inside the window are picked up); buckets before `current` are final.
     seconds = int(width.total_seconds())
-    hi = await conn.fetchval(f"SELECT time_bucket(INTERVAL '{seconds} seconds', now())")
-    lo = hi - lookback
+    current = await conn.fetchval(f"SELECT time_bucket(INTERVAL '{seconds} seconds', now())")
+    hi = current + width
+    lo = current - lookback
+    await conn.execute(f"DELETE FROM {name} WHERE bucket >= $1 AND bucket < $2", lo, hi)  # noqa: S608
     await conn.execute(rollup_sql(name), lo, hi)
     await conn.execute(
         "INSERT INTO rollup_watermark (rollup, done_until) VALUES ($1, $2) "
         "ON CONFLICT (rollup) DO UPDATE SET done_until = EXCLUDED.done_until",
-        name, hi,
+        name, current,
     )  # fmt: skip
 
 

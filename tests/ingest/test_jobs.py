@@ -1,0 +1,87 @@
+"""Ingest's own jobs on the Apache edition: 1 min / 1 h rollups, per-table retention, gap
+detection from the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import psycopg
+import pytest
+
+from ingest.config import IngestSettings
+from ingest.jobs import run_jobs
+from ingest.migrate import apply_migrations
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def db(fresh_database: str) -> str:
+    _, features = apply_migrations(fresh_database)
+    if features.continuous_aggregates:
+        pytest.skip("community edition: rollups are continuous aggregates, not our job")
+    return fresh_database
+
+
+def _run(db: str, **overrides: object) -> None:
+    settings = IngestSettings(database_url=db, mqtt_url="mqtt://unused", **overrides)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            await run_jobs(conn, settings, rollups=True)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def test_rollups_retention_and_gaps(db: str) -> None:
+    now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    with psycopg.connect(db, autocommit=True) as conn:
+        mid = conn.execute(
+            "INSERT INTO machine (site, machine) VALUES ('s', 'm') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        # Two minutes of 1 Hz samples, and one sample 200 days old.
+        for i in range(120):
+            conn.execute(
+                "INSERT INTO sample (machine_id, ts, spindle_speed, spindle_load) "
+                "VALUES (%s, %s, %s, 10)",
+                [mid, now + timedelta(seconds=i), float(i)],
+            )
+        conn.execute(
+            "INSERT INTO sample (machine_id, ts, spindle_speed) VALUES (%s, %s, 1)",
+            [mid, now - timedelta(days=200)],
+        )
+        for seq in (0, 1, 4):
+            conn.execute(
+                "INSERT INTO message_ledger VALUES (%s, 'sess', %s, %s, now() - interval '1 min', "
+                "'telemetry', 1)",
+                [mid, seq, now + timedelta(seconds=seq)],
+            )
+    _run(db, retention={"sample": timedelta(days=100)}, gap_settle_s=0)
+    with psycopg.connect(db) as conn:
+        minutes = conn.execute(
+            "SELECT bucket, n, spindle_speed_avg, spindle_speed_min, spindle_speed_max, "
+            "spindle_load_avg FROM sample_1m WHERE machine_id = %s ORDER BY bucket",
+            [mid],
+        ).fetchall()
+        hours = conn.execute("SELECT sum(n) FROM sample_1h WHERE machine_id = %s", [mid]).fetchone()
+        old = conn.execute("SELECT count(*) FROM sample WHERE ts < now() - interval '100 days'")
+        keep = conn.execute("SELECT keep FROM retention_policy WHERE hypertable = 'sample'")
+        gaps = conn.execute("SELECT first_missing, last_missing FROM sequence_gap").fetchall()
+        old_n, keep_v = old.fetchone(), keep.fetchone()
+    assert [(m[1], m[2], m[3], m[4], m[5]) for m in minutes] == [
+        (60, 29.5, 0.0, 59.0, 10.0),
+        (60, 89.5, 60.0, 119.0, 10.0),
+    ]
+    assert hours == (120,)
+    assert old_n == (0,), "the 200-day-old chunk was dropped"
+    assert keep_v == (timedelta(days=100),)
+    assert gaps == [(2, 3)]
+    _run(db)  # idempotent: a second run changes nothing
+    with psycopg.connect(db) as conn:
+        again = conn.execute("SELECT count(*), sum(n) FROM sample_1m").fetchone()
+    assert again == (2, 120)
