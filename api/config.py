@@ -32,7 +32,7 @@ class ApiSettings(BaseSettings):
     api_rate_burst: Annotated[int, Field(ge=1)] = Field(
         default=100, description="requests a key may make at once (token bucket size)"
     )
-    api_pool_min: Annotated[int, Field(ge=0)] = 1
+    api_pool_min: Annotated[int, Field(ge=0)] = 0  # 0: the API starts even with the database down
     api_pool_max: Annotated[int, Field(ge=1)] = 10
     api_db_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     api_mqtt_timeout_s: Annotated[float, Field(gt=0)] = 10.0
