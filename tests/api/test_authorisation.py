@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -106,3 +107,23 @@ def test_public_routes_need_no_key(client_for: Callable[[str | None], httpx.Clie
     assert client.get("/healthz").status_code == 200
     assert client.get("/metrics").status_code == 200
     assert client.get("/openapi.json").status_code == 200
+
+
+_LETTERS = {"V": Role.VIEWER, "O": Role.OPERATOR, "E": Role.ENGINEER, "M": Role.MAINTENANCE}
+_LETTERS["A"] = Role.ADMIN
+_ROW = re.compile(r"^\| (GET|POST|PUT|PATCH|DELETE) \| `([^`]+)`[^|]* \| ([^|]+) \|$", re.M)
+
+
+def test_docs_route_table_matches_the_code() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    documented: dict[tuple[str, str], object] = {}
+    for m in _ROW.finditer(text):
+        roles = m.group(3).strip()
+        documented[(m.group(1), m.group(2))] = (
+            "public" if roles == "public" else frozenset(_LETTERS[r] for r in roles.split())
+        )
+    actual = {
+        (method, path): "public" if isinstance(g, PublicRoute) else g.roles
+        for method, path, g in ROUTES
+    }
+    assert documented == actual
