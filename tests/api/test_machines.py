@@ -1,0 +1,178 @@
+"""Machines through the real stack: the fleet list with live status, detail with active alarms,
+utilisation and cycles of a hand-built shift whose true figures are known to the second."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import httpx
+import psycopg
+import pytest
+
+from api.keys import Role
+from tests.api.conftest import add_machines, error_of, make_key
+
+pytestmark = pytest.mark.services
+
+DAY = "2026-01-05"
+
+
+def _t(hhmmss: str) -> datetime:
+    h, m, *s = (int(x) for x in hhmmss.split(":"))
+    return datetime(2026, 1, 5, h, m, s[0] if s else 0, tzinfo=UTC)
+
+
+# (time, signal, value, value_num)
+SHIFT = [
+    ("07:00", "status", "online", None),
+    ("07:00", "part_count", "10", 10.0),
+    ("07:30", "execution", "READY", None),
+    ("08:05", "program", "O100", None),
+    ("08:05", "controller_mode", "AUTOMATIC", None),
+    ("08:10", "execution", "ACTIVE", None),
+    ("08:40", "execution", "PROGRAM_COMPLETED", None),
+    ("08:40:02", "part_count", "11", 11.0),
+    ("08:45", "execution", "ACTIVE", None),
+    ("09:15", "execution", "FEED_HOLD", None),
+    ("09:20", "execution", "ACTIVE", None),
+    ("09:50", "execution", "PROGRAM_COMPLETED", None),
+    ("09:50:03", "part_count", "12", 12.0),
+    ("10:00", "execution", "STOPPED", None),
+    ("12:00", "status", "offline", None),
+    ("13:00", "status", "online", None),
+    ("13:00", "execution", "READY", None),
+    ("13:20", "program", "O200", None),
+    ("13:30", "execution", "ACTIVE", None),
+    ("14:00", "execution", "STOPPED", None),
+    ("15:00", "execution", "UNAVAILABLE", None),
+]
+
+
+@pytest.fixture(scope="module")
+def site(api_database: str, unique_site: str) -> str:
+    add_machines(api_database, [(unique_site, "m01"), (unique_site, "idle")])
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        (mid,) = conn.execute(
+            "SELECT id FROM machine WHERE site = %s AND machine = 'm01'", [unique_site]
+        ).fetchone() or (None,)
+        conn.execute(
+            "UPDATE machine SET status = 'online', online = true, last_seen = %s, "
+            "status_since = %s, controller = %s WHERE id = %s",
+            [_t("15:59"), _t("13:00"), '{"vendor": "i5", "model": "M8"}', mid],
+        )
+        for at, signal, value, num in SHIFT:
+            conn.execute(
+                "INSERT INTO event (machine_id, ts, signal, value, value_num) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                [mid, _t(at), signal, value, num],
+            )
+        for at, level, code in [("09:00", "WARNING", "W1"), ("09:30", "NORMAL", "W1"),
+                                ("14:00", "FAULT", "SP-1")]:  # fmt: skip
+            conn.execute(
+                "INSERT INTO event (machine_id, ts, signal, component, level, code, message) "
+                "VALUES (%s, %s, 'condition', 'spindle', %s, %s, %s)",
+                [mid, _t(at), level, code, f"alarm {code}"],
+            )
+    return unique_site
+
+
+@pytest.fixture(scope="module")
+def viewer(keys: dict[Role, str], client_for: Callable[[str | None], httpx.Client]) -> httpx.Client:
+    return client_for(keys[Role.VIEWER])
+
+
+def test_fleet_list_with_live_status(site: str, viewer: httpx.Client) -> None:
+    response = viewer.get("/api/v1/machines", params={"site": site})
+    assert response.status_code == 200
+    rows = {r["machine"]: r for r in response.json()}
+    assert set(rows) == {"m01", "idle"}
+    m01 = rows["m01"]
+    assert (m01["status"], m01["online"]) == ("online", True)
+    assert (m01["execution"], m01["mode"], m01["program"]) == ("UNAVAILABLE", "AUTOMATIC", "O200")
+    assert m01["part_count"] == 12 and m01["active_alarms"] == 1
+    assert m01["last_seen"].startswith(f"{DAY}T15:59")
+    idle = rows["idle"]
+    assert (idle["status"], idle["execution"], idle["active_alarms"]) == ("unknown", None, 0)
+
+
+def test_scoped_key_sees_only_its_sites(
+    site: str, api_database: str, client_for: Callable[[str | None], httpx.Client]
+) -> None:
+    scoped = client_for(make_key(api_database, Role.VIEWER, "elsewhere", ["elsewhere"]))
+    assert scoped.get("/api/v1/machines").json() == []
+    assert error_of(scoped.get(f"/api/v1/machines/{site}:m01"))["code"] == "site_forbidden"
+
+
+def test_machine_detail_lists_active_alarms(site: str, viewer: httpx.Client) -> None:
+    detail = viewer.get(f"/api/v1/machines/{site}:m01").json()
+    assert detail["controller"] == {"vendor": "i5", "model": "M8"}
+    assert [(a["code"], a["level"], a["component"]) for a in detail["alarms"]] == [
+        ("SP-1", "FAULT", "spindle")
+    ]
+    assert error_of(viewer.get("/api/v1/machines/nosuch"))["code"] == "machine_not_found"
+
+
+def test_utilisation_matches_the_shift_to_the_second(site: str, viewer: httpx.Client) -> None:
+    window = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z"}
+    response = viewer.get(f"/api/v1/machines/{site}:m01/utilisation", params=window)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["states"] == {
+        "READY": 2400.0,
+        "ACTIVE": 7200.0,
+        "PROGRAM_COMPLETED": 900.0,
+        "FEED_HOLD": 300.0,
+        "STOPPED": 10800.0,
+    }
+    assert body["unknown_s"] == 7200.0  # offline 12:00-13:00, UNAVAILABLE 15:00-16:00
+    assert body["known_s"] == 21600.0
+    assert body["utilisation"] == pytest.approx(1 / 3)
+    assert "in-cycle" in body["convention"]
+    assert (body["from"], body["to"]) == ("2026-01-05T08:00:00Z", "2026-01-05T16:00:00Z")
+    # A window inside one state; one before any data is all unknown.
+    inside = viewer.get(
+        f"/api/v1/machines/{site}:m01/utilisation",
+        params={"from": f"{DAY}T11:30:00+01:00", "to": f"{DAY}T12:30:00+01:00"},
+    ).json()
+    assert inside["states"] == {"STOPPED": 3600.0} and inside["unknown_s"] == 0
+    before = viewer.get(
+        f"/api/v1/machines/{site}:m01/utilisation",
+        params={"from": "2026-01-04T00:00:00Z", "to": "2026-01-04T01:00:00Z"},
+    ).json()
+    assert before["states"] == {} and before["unknown_s"] == 3600.0
+    assert before["utilisation"] is None
+
+
+def test_cycles_with_program_and_parts(site: str, viewer: httpx.Client) -> None:
+    window = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z"}
+    body = viewer.get(f"/api/v1/machines/{site}:m01/cycles", params=window).json()
+    got = [
+        (c["program"], c["start"][11:19], c["end"][11:19], c["duration_s"], c["parts"], c["status"])
+        for c in body["cycles"]
+    ]
+    assert got == [
+        ("O100", "08:10:00", "08:40:00", 1800.0, 1.0, "completed"),
+        ("O100", "08:45:00", "09:50:00", 3900.0, 1.0, "completed"),
+        ("O200", "13:30:00", "14:00:00", 1800.0, 0.0, "interrupted"),
+    ]
+    assert body["cycles"][1]["paused_s"] == 300.0 and body["cycles"][1]["active_s"] == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": f"{DAY}T10:00:00Z", "to": f"{DAY}T09:00:00Z"}, "to"),
+        ({"from": f"{DAY}T10:00:00", "to": f"{DAY}T11:00:00Z"}, "from"),
+        ({"to": f"{DAY}T11:00:00Z"}, "from"),
+        ({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "to"),
+        ({"from": "yesterday", "to": f"{DAY}T11:00:00Z"}, "from"),
+    ],
+)
+@pytest.mark.parametrize("route", ["utilisation", "cycles"])
+def test_bad_windows_name_the_field(
+    site: str, viewer: httpx.Client, route: str, params: dict[str, str], field: str
+) -> None:
+    response = viewer.get(f"/api/v1/machines/{site}:m01/{route}", params=params)
+    assert response.status_code == 422, response.text
+    assert error_of(response)["field"] == field
