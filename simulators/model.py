@@ -17,8 +17,8 @@ setup          READY               MANUAL               setup time is over (fixt
 prove          ACTIVE              MANUAL_DATA_INPUT    first-off proving is over
 cycle          ACTIVE              AUTOMATIC            the last segment ends (or a fault ...)
 feed_hold      FEED_HOLD           AUTOMATIC            the operator resumes
-operator_stop  STOPPED             AUTOMATIC            the operator resumes
-fault          INTERRUPTED         AUTOMATIC            the repair is done (alarm cleared)
+operator_stop  INTERRUPTED         AUTOMATIC            the operator resumes
+fault          STOPPED             AUTOMATIC            the repair is done (alarm cleared)
 estop          STOPPED             AUTOMATIC            the emergency stop is released
 unload         PROGRAM_COMPLETED   AUTOMATIC            the part is unloaded (and tools changed)
 wait           WAIT                AUTOMATIC            material arrives
@@ -120,8 +120,8 @@ EXEC_OF = np.array(
             "ACTIVE",
             "ACTIVE",
             "FEED_HOLD",
-            "STOPPED",
-            "INTERRUPTED",
+            "INTERRUPTED",  # operator stop: suspended, resumed by the operator (MTConnect)
+            "STOPPED",  # fault: the cycle is aborted, the program is not READY
             "STOPPED",
             "PROGRAM_COMPLETED",
             "WAIT",
@@ -565,7 +565,10 @@ class Fleet:
 
         # 6. hazards in cycle: breakage, fault, emergency stop, feed hold, operator stop.
         r = rng.random((6, n))
-        cyc = np.flatnonzero(ph == CYCLE)
+        # Only cycles that have run since an earlier tick: a cycle started at this tick is ACTIVE
+        # for at least this tick (struck at its first instant it would never show ACTIVE on the
+        # wire, or be a zero-length interrupted cycle).
+        cyc = np.flatnonzero((ph == CYCLE) & (self.cycle_start < t))
         if cyc.size:
             h = dt / 3600.0
             cutting = self.seg_cut[self.prog[cyc], self.seg[cyc]]
