@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api.deps import AnyRole, Conn, MachinePath, MachineRef, resolve_machine
 from api.errors import AUTHENTICATED, InvalidInputError, error_responses
 from api.machines import cycles_report, fetch_signal, machine_id, utilisation_report
+from api.telemetry import downsample, wide_signal
 
 __all__ = ["router"]
 
@@ -202,3 +203,148 @@ async def cycles(
         r["start"] = datetime.fromtimestamp(r["start"], UTC)
         r["end"] = datetime.fromtimestamp(r["end"], UTC)
     return {"site": ref.site, "machine": ref.machine, "from": from_, "to": to, "cycles": rows}
+
+
+class SignalStats(BaseModel):
+    min: list[float | None]
+    max: list[float | None]
+    avg: list[float | None]
+
+
+class Telemetry(BaseModel):
+    site: str
+    machine: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    bucket_s: int = Field(description="bucket width; buckets start at `from`")
+    sources: list[str] = Field(description="tables read: sample_1h, sample_1m and/or sample")
+    t: list[datetime] = Field(description="start of each bucket with data")
+    series: dict[str, SignalStats]
+
+
+@router.get(
+    "/machines/{machine}/telemetry",
+    response_model=Telemetry,
+    response_model_by_alias=True,
+    responses=error_responses(404, 409),
+)
+async def telemetry(
+    principal: AnyRole,
+    conn: Conn,
+    machine: MachinePath,
+    from_: From,
+    to: To,
+    signals: Annotated[
+        str,
+        Query(
+            pattern=r"^[a-z][a-z0-9_]{0,63}(,[a-z][a-z0-9_]{0,63}){0,15}$",
+            description="comma-separated catalogue telemetry signals (at most 16)",
+            examples=["spindle_load,feedrate"],
+        ),
+    ],
+    points: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> dict[str, Any]:
+    """Min, max and average of each signal per bucket, about `points` buckets over the window."""
+    ref = await resolve_machine(conn, principal, machine)
+    _window(from_, to)
+    names = list(dict.fromkeys(signals.split(",")))
+    unknown = [s for s in names if not wide_signal(s)]
+    if unknown:
+        raise InvalidInputError(
+            f"{unknown[0]!r} is not a catalogue telemetry signal (see /api/v1/signals)",
+            field="signals",
+        )
+    mid = await _mid(conn, ref)
+    p, series = await downsample(conn, mid, names, from_, to, points)
+    return {
+        "site": ref.site,
+        "machine": ref.machine,
+        "from": from_,
+        "to": to,
+        "bucket_s": p.bucket_s,
+        "sources": series.sources,
+        "t": series.t,
+        "series": series.values,
+    }
+
+
+class EventPublic(BaseModel):
+    ts: datetime
+    signal: str
+    value: str | None
+    value_num: float | None
+
+
+@router.get(
+    "/machines/{machine}/events",
+    response_model=list[EventPublic],
+    responses=error_responses(404, 409),
+)
+async def events(
+    principal: AnyRole,
+    conn: Conn,
+    machine: MachinePath,
+    from_: From,
+    to: To,
+    signals: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[a-z][a-z0-9_]{0,63}(,[a-z][a-z0-9_]{0,63}){0,31}$",
+            description="comma-separated event signals (default: all value events)",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[EventPublic]:
+    """Value events (execution, mode, program, tool, part counts, status...) in time order."""
+    ref = await resolve_machine(conn, principal, machine)
+    _window(from_, to)
+    mid = await _mid(conn, ref)
+    rows = await conn.fetch(
+        """SELECT ts, signal, value, value_num FROM event
+            WHERE machine_id = $1 AND ts >= $2 AND ts < $3 AND signal <> 'condition'
+              AND ($4::text[] IS NULL OR signal = ANY($4))
+            ORDER BY ts, signal LIMIT $5""",
+        mid,
+        from_,
+        to,
+        None if signals is None else signals.split(","),
+        limit,
+    )
+    return [EventPublic(**dict(r)) for r in rows]
+
+
+class AlarmPublic(ActiveAlarm):
+    native_severity: str | None
+    closed_at: datetime | None
+    duration_s: float | None
+
+
+@router.get(
+    "/machines/{machine}/alarms",
+    response_model=list[AlarmPublic],
+    responses=error_responses(404, 409),
+)
+async def alarms(
+    principal: AnyRole,
+    conn: Conn,
+    machine: MachinePath,
+    from_: From,
+    to: To,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[AlarmPublic]:
+    """Alarm history: every WARNING/FAULT condition open at some time in [from, to)."""
+    ref = await resolve_machine(conn, principal, machine)
+    _window(from_, to)
+    mid = await _mid(conn, ref)
+    rows = await conn.fetch(
+        """SELECT component, code, level, native_severity, text, opened_at, closed_at,
+                  extract(epoch FROM closed_at - opened_at)::float8 AS duration_s
+             FROM alarm
+            WHERE machine_id = $1 AND opened_at < $3 AND (closed_at IS NULL OR closed_at > $2)
+            ORDER BY opened_at LIMIT $4""",
+        mid,
+        from_,
+        to,
+        limit,
+    )
+    return [AlarmPublic(**dict(r)) for r in rows]

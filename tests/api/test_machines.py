@@ -176,3 +176,125 @@ def test_bad_windows_name_the_field(
     response = viewer.get(f"/api/v1/machines/{site}:m01/{route}", params=params)
     assert response.status_code == 422, response.text
     assert error_of(response)["field"] == field
+
+
+@pytest.fixture(scope="module")
+def samples(site: str, api_database: str) -> int:
+    """Raw samples every 10 s, 08:00-10:00: spindle_load = minutes since 08:00, feedrate 1000."""
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        (mid,) = conn.execute(
+            "SELECT id FROM machine WHERE site = %s AND machine = 'm01'", [site]
+        ).fetchone() or (None,)
+        conn.execute(
+            """INSERT INTO sample (machine_id, ts, spindle_load, feedrate)
+               SELECT %s, t, extract(epoch FROM t - %s) / 60.0, 1000.0
+                 FROM generate_series(%s::timestamptz, %s::timestamptz - interval '10 s',
+                                      interval '10 s') AS t""",
+            [mid, _t("08:00"), _t("08:00"), _t("10:00")],
+        )
+    return int(mid)
+
+
+def test_telemetry_downsampled_from_raw_samples(
+    site: str, samples: int, viewer: httpx.Client
+) -> None:
+    params = {
+        "from": f"{DAY}T08:00:00Z",
+        "to": f"{DAY}T10:00:00Z",
+        "signals": "spindle_load,feedrate",
+        "points": "12",
+    }
+    body = viewer.get(f"/api/v1/machines/{site}:m01/telemetry", params=params).json()
+    assert body["bucket_s"] == 600 and body["sources"] == ["sample"]  # no rollup watermark yet
+    assert len(body["t"]) == 12 and body["t"][1] == f"{DAY}T08:10:00Z"
+    load = body["series"]["spindle_load"]
+    assert load["min"][0] == 0.0
+    assert load["max"][0] == pytest.approx(590 / 60)
+    assert load["avg"][0] == pytest.approx(295 / 60)
+    assert load["min"][11] == pytest.approx(110.0)
+    assert body["series"]["feedrate"]["avg"] == [1000.0] * 12
+    fine = viewer.get(
+        f"/api/v1/machines/{site}:m01/telemetry", params=params | {"points": "2000"}
+    ).json()
+    assert fine["bucket_s"] == 4 and len(fine["t"]) == 720  # every sample in its own bucket
+
+
+def test_telemetry_reads_rollups_up_to_their_watermark(
+    site: str, samples: int, viewer: httpx.Client, api_database: str
+) -> None:
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        license_ = conn.execute("SELECT license FROM arbor_timescaledb").fetchone()
+        if license_ and license_[0] == "timescale":
+            pytest.skip("sample_1m is a continuous aggregate here; ingest's tests cover it")
+        # Rollup rows distinguishable from the raw data, and a watermark at 09:00.
+        conn.execute(
+            """INSERT INTO sample_1m (bucket, machine_id, n, spindle_load_min, spindle_load_max,
+                                      spindle_load_avg)
+               SELECT b, %s, 6, -1, 100, 50
+                 FROM generate_series(%s::timestamptz, %s::timestamptz, interval '1 min') b""",
+            [samples, _t("08:00"), _t("08:59")],
+        )
+        conn.execute(
+            "INSERT INTO rollup_watermark (rollup, done_until) VALUES ('sample_1m', %s)",
+            [_t("09:05")],
+        )
+    params = {
+        "from": f"{DAY}T08:00:00Z",
+        "to": f"{DAY}T10:00:00Z",
+        "signals": "spindle_load",
+        "points": "12",
+    }
+    body = viewer.get(f"/api/v1/machines/{site}:m01/telemetry", params=params).json()
+    assert body["sources"] == ["sample_1m", "sample"]
+    load = body["series"]["spindle_load"]
+    # Buckets before the watermark (rounded down to a bucket: 09:00) come from the rollup.
+    assert load["min"][:6] == [-1.0] * 6 and load["avg"][:6] == [50.0] * 6
+    assert load["min"][6] == pytest.approx(60.0) and len(body["t"]) == 12
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"signals": "no_such_signal"}, "signals"),
+        ({"signals": "execution"}, "signals"),  # an event signal, not telemetry
+        ({"signals": "Spindle Load"}, "signals"),
+        ({"signals": "spindle_load", "points": "0"}, "points"),
+        ({}, "signals"),
+    ],
+)
+def test_telemetry_bad_inputs(
+    site: str, viewer: httpx.Client, params: dict[str, str], field: str
+) -> None:
+    window = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T10:00:00Z"}
+    response = viewer.get(f"/api/v1/machines/{site}:m01/telemetry", params=window | params)
+    assert response.status_code == 422
+    assert error_of(response)["field"] == field
+
+
+def test_events_and_alarm_history(site: str, viewer: httpx.Client) -> None:
+    events = viewer.get(
+        f"/api/v1/machines/{site}:m01/events",
+        params={"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T09:00:00Z", "signals": "execution"},
+    ).json()
+    assert [(e["ts"][11:19], e["value"]) for e in events] == [
+        ("08:10:00", "ACTIVE"),
+        ("08:40:00", "PROGRAM_COMPLETED"),
+        ("08:45:00", "ACTIVE"),
+    ]
+    every = viewer.get(
+        f"/api/v1/machines/{site}:m01/events",
+        params={"from": f"{DAY}T07:00:00Z", "to": f"{DAY}T08:00:00Z"},
+    ).json()
+    assert [(e["ts"][11:16], e["signal"], e["value"]) for e in every] == [
+        ("07:00", "part_count", "10"),
+        ("07:00", "status", "online"),
+        ("07:30", "execution", "READY"),
+    ]
+    alarms = viewer.get(
+        f"/api/v1/machines/{site}:m01/alarms",
+        params={"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z"},
+    ).json()
+    assert [(a["code"], a["duration_s"], a["closed_at"] is None) for a in alarms] == [
+        ("W1", 1800.0, False),
+        ("SP-1", None, True),
+    ]
