@@ -143,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     add = msub.add_parser("add", help="create credentials (idempotent)")
     add.add_argument("machines", nargs="+", metavar="SITE/MACHINE")
     d = sub.add_parser("demo", help="start everything and run a simulated factory")
-    d.add_argument("--machines", type=int, default=20, help="simulated machines (default 20)")
+    d.add_argument(
+        "--rate", type=float, default=2.0, help="simulated samples per second per machine (2)"
+    )
     for name, (_module, help_text) in _PROCESSES.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return p

@@ -15,6 +15,7 @@ import urllib.request
 
 from arbor import stack
 from arbor.config import StackSettings
+from arbor.paths import project_root
 from arbor.processes import start_process
 from ingest.migrate import apply_migrations
 
@@ -56,12 +57,13 @@ def run_demo(settings: StackSettings, args: argparse.Namespace) -> int:
     else:
         missing.append("ingest")
     if _have("simulators.cli"):
+        factory = project_root() / "deploy" / "demo-factory.toml"
         p = start_process(
             settings,
             "sim",
-            ["sim", "--machines", str(args.machines), "--rate", "1", "--speedup", "1"],
+            ["sim", "--factory", str(factory), "--rate", str(args.rate), "--speedup", "1"],
         )
-        print(f"  {'simulator':<11} running (pid {p.pid})  {args.machines} machines, log {p.log}")
+        print(f"  {'simulator':<11} running (pid {p.pid})  {factory.name}, log {p.log}")
     else:
         missing.append("simulator")
     if _have("api.cli"):
