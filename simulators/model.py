@@ -544,7 +544,10 @@ class Fleet:
                         self.warn_left[m] = 0
             go = idle[want[idle] & may_start[idle]]
             if go.size:
-                new_job = go[self.job_left[go] <= 0]
+                # Decided before the new jobs get their quantity, so they go to setup, not to a
+                # cycle straight away.
+                job_done = self.job_left[go] <= 0
+                new_job = go[job_done]
                 if new_job.size:
                     c = new_job.size
                     pick = (rng.random(c) * self.n_allowed[new_job]).astype(np.int64)
@@ -555,7 +558,7 @@ class Fleet:
                     self.fovr[new_job] = np.where(odd[1], rng.integers(16, 25, c) * 5.0, 100.0)
                     ph[new_job] = SETUP
                     self.left[new_job] = self.ticks(_lognormal(rng, p.setup_median_s, c))
-                run = go[self.job_left[go] > 0]
+                run = go[~job_done]
                 if run.size:
                     wait = rng.random(run.size) < p.wait_probability
                     w = run[wait]

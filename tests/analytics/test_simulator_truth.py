@@ -207,6 +207,19 @@ def test_every_machine_was_seen(run: tuple[dict[str, Any], dict[str, Wire]]) -> 
         assert wires[mid].deaths == wires[mid].births  # power off or shutdown, each published
 
 
+def test_the_shift_exercises_every_path(run: tuple[dict[str, Any], dict[str, Wire]]) -> None:
+    summary, _ = run
+    ms = list(summary["machines"].values())
+    for activity in ("setup", "prove", "feed_hold", "operator_stop", "fault", "estop", "wait"):
+        assert sum(m["activity_seconds"][activity] for m in ms) > 0, activity
+    cycles = [c for m in ms for c in m["cycles"]]
+    assert {c["status"] for c in cycles} == {"completed", "interrupted", "open"}
+    assert {c["interrupted_by"] for c in cycles} == {None, "fault", "breakage", "estop"}
+    reasons = {t["reason"] for m in ms for t in m["tool_changes"]}
+    assert reasons == {"life_limit", "breakage"}
+    assert sum(m["parts"]["scrap"] for m in ms) > 0
+
+
 def test_state_seconds_and_unknown_time(run: tuple[dict[str, Any], dict[str, Wire]]) -> None:
     summary, wires = run
     for mid, m in summary["machines"].items():
