@@ -5,12 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import uvicorn
-from pydantic import ValidationError
-
-from api.app import create_app
-from api.config import ApiSettings
-
 __all__ = ["run"]
 
 
@@ -28,6 +22,13 @@ def run(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    # Imported here so that `--help` answers at once.
+    import uvicorn
+    from pydantic import ValidationError
+
+    from api.app import create_app
+    from api.config import ApiSettings
+
     overrides: dict[str, object] = {}
     if args.host is not None:
         overrides["api_host"] = args.host

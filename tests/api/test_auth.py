@@ -3,8 +3,10 @@ site scopes and the per-key rate limit (429 with Retry-After)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import httpx
@@ -14,7 +16,7 @@ from api import keys_cli
 from api.config import ApiSettings
 from api.keys import generate_key, hash_key, key_id_of, matches
 from api.ratelimit import RateLimiter
-from tests.api.conftest import error_of, serve
+from tests.api.conftest import _free_port, error_of, serve
 
 
 def test_keys_are_random_and_only_their_hash_matches() -> None:
@@ -46,6 +48,40 @@ def test_python_m_api_help() -> None:
         [sys.executable, "-m", "api", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "--port" in done.stdout and "--host" in done.stdout
+
+
+@pytest.mark.services
+def test_python_m_api_serves_on_the_given_port(api_database: str) -> None:
+    port = _free_port()
+    env = {**os.environ, "ARBOR_DATABASE_URL": api_database, "ARBOR_MQTT_URL": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, "arbor api exited"
+                assert time.monotonic() < deadline, "arbor api did not start"
+                time.sleep(0.1)
+        assert health.status_code == 200 and health.json()["ok"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-m", "api"],
+        env={**env, "ARBOR_DATABASE_URL": "mysql://nope"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "database_url" in bad.stderr
 
 
 @pytest.mark.services
