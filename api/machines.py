@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from analytics.cycles import STATUS_WORDS, find_cycles
+from analytics.cycles import STATUS_WORDS, Cycles, cycle_stats, find_cycles
 from analytics.intervals import IntervalSet
 from analytics.oee import counter_increments, in_cycle_utilisation
 from analytics.states import EXECUTION, UNKNOWN, StateIntervals, combine, state_intervals
@@ -22,8 +22,11 @@ from analytics.states import EXECUTION, UNKNOWN, StateIntervals, combine, state_
 __all__ = [
     "SignalEvents",
     "cycles_report",
+    "fetch_fleet_signal",
     "fetch_signal",
+    "fleet_utilisation_report",
     "machine_id",
+    "program_stats_report",
     "utilisation_report",
 ]
 
@@ -69,6 +72,44 @@ async def fetch_signal(
             [np.nan if r["value_num"] is None else r["value_num"] for r in rows], dtype=np.float64
         ),
     )
+
+
+async def fetch_fleet_signal(
+    conn: asyncpg.Connection, ids: list[int], signal: str, start: datetime, end: datetime
+) -> dict[int, SignalEvents]:
+    """`fetch_signal` for many machines in two queries; machines without events are absent."""
+    rows = await conn.fetch(
+        """SELECT m.id AS machine_id, e.ts, e.value, e.value_num
+             FROM unnest($1::int[]) AS m(id)
+             CROSS JOIN LATERAL (SELECT ts, value, value_num FROM event
+                                  WHERE machine_id = m.id AND signal = $2 AND ts <= $3
+                                  ORDER BY ts DESC LIMIT 1) e
+           UNION ALL
+           SELECT machine_id, ts, value, value_num FROM event
+            WHERE machine_id = ANY($1::int[]) AND signal = $2 AND ts > $3 AND ts < $4
+           ORDER BY machine_id, ts""",
+        ids,
+        signal,
+        start,
+        end,
+    )
+    grouped: dict[int, list[Any]] = {}
+    for r in rows:
+        grouped.setdefault(r["machine_id"], []).append(r)
+    return {
+        mid: SignalEvents(
+            ts=np.array([r["ts"].timestamp() for r in rs], dtype=np.float64),
+            value=[r["value"] for r in rs],
+            value_num=np.array(
+                [np.nan if r["value_num"] is None else r["value_num"] for r in rs],
+                dtype=np.float64,
+            ),
+        )
+        for mid, rs in grouped.items()
+    }
+
+
+EMPTY = SignalEvents(ts=np.zeros(0), value=[], value_num=np.zeros(0))
 
 
 def _coded(
@@ -124,6 +165,26 @@ def utilisation_report(
     }
 
 
+def _cycles(
+    execution: SignalEvents,
+    status: SignalEvents,
+    program: SignalEvents,
+    parts: SignalEvents,
+    *,
+    start: float,
+    end: float,
+    until: float,
+) -> Cycles:
+    ex = _coded(execution, EXECUTION, start=start, end=end, until=until)
+    ex = _masked(ex, _status(status, start=start, end=end, until=until))
+    # A program event without a value (null) means "no program known": UNAVAILABLE, so unknown.
+    names = (*sorted({v for v in program.value if v and v != "UNAVAILABLE"}), "UNAVAILABLE")
+    pg = _coded(program, names, start=start, end=end, until=until)
+    numeric = ~np.isnan(parts.value_num)
+    part_t, part_inc = counter_increments(parts.ts[numeric], parts.value_num[numeric])
+    return find_cycles(ex, pg, part_times=part_t, part_increments=part_inc)
+
+
 def cycles_report(
     execution: SignalEvents,
     status: SignalEvents,
@@ -135,17 +196,10 @@ def cycles_report(
     until: float,
 ) -> list[dict[str, Any]]:
     """Cycles (ACTIVE ... PROGRAM_COMPLETED, interrupted or still open) with program and parts."""
-    ex = _coded(execution, EXECUTION, start=start, end=end, until=until)
-    ex = _masked(ex, _status(status, start=start, end=end, until=until))
-    # A program event without a value (null) means "no program known": UNAVAILABLE, so unknown.
-    names = (*sorted({v for v in program.value if v and v != "UNAVAILABLE"}), "UNAVAILABLE")
-    pg = _coded(program, names, start=start, end=end, until=until)
-    numeric = ~np.isnan(parts.value_num)
-    part_t, part_inc = counter_increments(parts.ts[numeric], parts.value_num[numeric])
-    cycles = find_cycles(ex, pg, part_times=part_t, part_increments=part_inc)
+    cycles = _cycles(execution, status, program, parts, start=start, end=end, until=until)
     return [
         {
-            "program": names[p] if p >= 0 else None,
+            "program": cycles.programs[p] if p >= 0 else None,
             "start": float(s),
             "end": float(e),
             "duration_s": float(e - s),
@@ -165,3 +219,43 @@ def cycles_report(
             strict=True,
         )
     ]
+
+
+def program_stats_report(
+    execution: SignalEvents,
+    status: SignalEvents,
+    program: SignalEvents,
+    parts: SignalEvents,
+    *,
+    start: float,
+    end: float,
+    until: float,
+    measure: str,
+) -> list[dict[str, Any]]:
+    """Cycle-time statistics per program over completed cycles; outliers as cycle start times."""
+    cycles = _cycles(execution, status, program, parts, start=start, end=end, until=until)
+    out = []
+    for stats in cycle_stats(cycles, measure=measure).values():
+        row = stats.to_dict()
+        row["outliers"] = [float(cycles.start[k]) for k in stats.outliers]
+        out.append(row)
+    return out
+
+
+def fleet_utilisation_report(
+    machines: list[tuple[SignalEvents, SignalEvents]], *, start: float, end: float, until: float
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`utilisation_report` per machine (execution, status) and the fleet's totals."""
+    rows = [utilisation_report(ex, st, start=start, end=end, until=until) for ex, st in machines]
+    states: dict[str, float] = {}
+    for r in rows:
+        for word, seconds in r["states"].items():
+            states[word] = states.get(word, 0.0) + seconds
+    known = sum(r["known_s"] for r in rows)
+    fleet = {
+        "states": states,
+        "unknown_s": sum(r["unknown_s"] for r in rows),
+        "known_s": known,
+        "utilisation": states.get("ACTIVE", 0.0) / known if known > 0 else None,
+    }
+    return rows, fleet

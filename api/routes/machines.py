@@ -11,7 +11,16 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import AnyRole, Conn, MachinePath, MachineRef, resolve_machine
 from api.errors import AUTHENTICATED, InvalidInputError, error_responses
-from api.machines import cycles_report, fetch_signal, machine_id, utilisation_report
+from api.machines import (
+    EMPTY,
+    cycles_report,
+    fetch_fleet_signal,
+    fetch_signal,
+    fleet_utilisation_report,
+    machine_id,
+    program_stats_report,
+    utilisation_report,
+)
 from api.telemetry import downsample, wide_signal
 
 __all__ = ["router"]
@@ -348,3 +357,126 @@ async def alarms(
         limit,
     )
     return [AlarmPublic(**dict(r)) for r in rows]
+
+
+class ProgramStats(BaseModel):
+    program: str
+    count: int = Field(description="completed cycles")
+    median: float
+    mean: float
+    std: float
+    spread_mad: float = Field(description="1.4826 x median absolute deviation (robust sigma)")
+    iqr: float
+    p10: float
+    p90: float
+    min: float
+    max: float
+    parts_per_cycle: float
+    outliers: list[datetime] = Field(description="start of each outlier cycle")
+
+
+class ProgramStatsList(BaseModel):
+    site: str
+    machine: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    measure: Literal["duration", "active_time"]
+    programs: list[ProgramStats]
+
+
+@router.get(
+    "/machines/{machine}/cycles/stats",
+    response_model=ProgramStatsList,
+    response_model_by_alias=True,
+    responses=error_responses(404, 409),
+)
+async def cycle_statistics(
+    principal: AnyRole,
+    conn: Conn,
+    machine: MachinePath,
+    from_: From,
+    to: To,
+    measure: Literal["duration", "active_time"] = "duration",
+) -> dict[str, Any]:
+    """Cycle-time statistics per program over completed cycles, with robust outliers."""
+    ref = await resolve_machine(conn, principal, machine)
+    start, end, until = _window(from_, to)
+    mid = await _mid(conn, ref)
+    streams = [
+        await fetch_signal(conn, mid, signal, from_, to)
+        for signal in ("execution", "status", "program", "part_count")
+    ]
+    rows = await asyncio.to_thread(
+        program_stats_report, *streams, start=start, end=end, until=until, measure=measure
+    )
+    for r in rows:
+        r["outliers"] = [datetime.fromtimestamp(t, UTC) for t in r["outliers"]]
+    return {
+        "site": ref.site,
+        "machine": ref.machine,
+        "from": from_,
+        "to": to,
+        "measure": measure,
+        "programs": rows,
+    }
+
+
+class MachineUtilisation(BaseModel):
+    site: str
+    machine: str
+    states: dict[str, float]
+    unknown_s: float
+    known_s: float
+    utilisation: float | None
+
+
+class FleetTotals(BaseModel):
+    states: dict[str, float]
+    unknown_s: float
+    known_s: float
+    utilisation: float | None
+
+
+class FleetUtilisation(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    convention: str
+    fleet: FleetTotals
+    machines: list[MachineUtilisation]
+
+
+@router.get("/utilisation", response_model=FleetUtilisation, response_model_by_alias=True)
+async def fleet_utilisation(
+    principal: AnyRole,
+    conn: Conn,
+    from_: From,
+    to: To,
+    site: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = None,
+) -> dict[str, Any]:
+    """Utilisation of every machine the key may see (or of one site), and of the whole fleet."""
+    start, end, until = _window(from_, to)
+    machines = await conn.fetch(
+        """SELECT id, site, machine FROM machine
+            WHERE ($1::text IS NULL OR site = $1) AND ($2::text[] IS NULL OR site = ANY($2))
+            ORDER BY site, machine""",
+        site,
+        None if principal.sites is None else sorted(principal.sites),
+    )
+    ids = [m["id"] for m in machines]
+    execution = await fetch_fleet_signal(conn, ids, "execution", from_, to)
+    status = await fetch_fleet_signal(conn, ids, "status", from_, to)
+    pairs = [(execution.get(i, EMPTY), status.get(i, EMPTY)) for i in ids]
+    rows, fleet = await asyncio.to_thread(
+        fleet_utilisation_report, pairs, start=start, end=end, until=until
+    )
+    convention = rows[0]["convention"] if rows else "MTConnect in-cycle utilisation (ACTIVE)"
+    return {
+        "from": from_,
+        "to": to,
+        "convention": convention,
+        "fleet": fleet,
+        "machines": [
+            {"site": m["site"], "machine": m["machine"], **r}
+            for m, r in zip(machines, rows, strict=True)
+        ],
+    }

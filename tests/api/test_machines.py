@@ -298,3 +298,38 @@ def test_events_and_alarm_history(site: str, viewer: httpx.Client) -> None:
         ("W1", 1800.0, False),
         ("SP-1", None, True),
     ]
+
+
+def test_cycle_statistics_per_program(site: str, viewer: httpx.Client) -> None:
+    window = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z"}
+    body = viewer.get(f"/api/v1/machines/{site}:m01/cycles/stats", params=window).json()
+    assert body["measure"] == "duration"
+    (o100,) = body["programs"]  # O200's only cycle was interrupted
+    assert (o100["program"], o100["count"], o100["median"]) == ("O100", 2, 2850.0)
+    assert (o100["min"], o100["max"], o100["parts_per_cycle"]) == (1800.0, 3900.0, 1.0)
+    active = viewer.get(
+        f"/api/v1/machines/{site}:m01/cycles/stats", params=window | {"measure": "active_time"}
+    ).json()
+    assert active["programs"][0]["max"] == 3600.0
+    bad = viewer.get(
+        f"/api/v1/machines/{site}:m01/cycles/stats", params=window | {"measure": "median"}
+    )
+    assert error_of(bad)["field"] == "measure"
+
+
+def test_fleet_utilisation(site: str, viewer: httpx.Client) -> None:
+    window = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z", "site": site}
+    body = viewer.get("/api/v1/utilisation", params=window).json()
+    rows = {m["machine"]: m for m in body["machines"]}
+    assert rows["m01"]["states"]["ACTIVE"] == 7200.0 and rows["m01"]["unknown_s"] == 7200.0
+    assert rows["idle"] == {
+        "site": site,
+        "machine": "idle",
+        "states": {},
+        "unknown_s": 28800.0,
+        "known_s": 0.0,
+        "utilisation": None,
+    }
+    assert body["fleet"]["known_s"] == 21600.0 and body["fleet"]["unknown_s"] == 36000.0
+    assert body["fleet"]["utilisation"] == pytest.approx(1 / 3)
+    assert "in-cycle" in body["convention"]
