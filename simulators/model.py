@@ -63,6 +63,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from protocol.catalogue import (
+    CONTROLLER_MODE_VALUES,
+    EXECUTION_VALUES,
+    FUNCTIONAL_MODE_VALUES,
+)
 from simulators.factory import Factory
 from simulators.programs import KINDS, AlarmSpec, MachineKind
 
@@ -70,27 +75,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-EXECUTION_VALUES: tuple[str, ...] = (
-    "READY",
-    "ACTIVE",
-    "INTERRUPTED",
-    "FEED_HOLD",
-    "STOPPED",
-    "OPTIONAL_STOP",
-    "PROGRAM_STOPPED",
-    "PROGRAM_COMPLETED",
-    "WAIT",
-    "UNAVAILABLE",
-)
-MODE_VALUES: tuple[str, ...] = (
-    "AUTOMATIC",
-    "MANUAL",
-    "MANUAL_DATA_INPUT",
-    "SEMI_AUTOMATIC",
-    "EDIT",
-    "UNAVAILABLE",
-)
-FUNCTIONAL_MODE_VALUES: tuple[str, ...] = ("PRODUCTION", "SETUP", "UNAVAILABLE")
+# The state vocabularies are the wire contract's: the codes below index these tuples.
+MODE_VALUES = CONTROLLER_MODE_VALUES
 
 PHASES: tuple[str, ...] = (
     "off",
