@@ -59,7 +59,7 @@ from simulators.truth import Truth
 
 pytestmark = pytest.mark.slow
 
-MACHINES = 24
+MACHINES = 20
 RATE_HZ = 0.5
 DT = 1.0 / RATE_HZ
 BATCH_S = 60.0
