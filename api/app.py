@@ -22,7 +22,7 @@ from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.mqtt import BrokerLink
 from api.ratelimit import RateLimiter
-from api.routes import accuracy, audit, catalogue, machines, operations, programs
+from api.routes import accuracy, audit, calendars, catalogue, machines, operations, programs
 from api.state import ApiState
 
 __all__ = ["API_PREFIX", "ROUTERS", "create_app"]
@@ -37,6 +37,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (API_PREFIX, operations.router),
     (API_PREFIX, catalogue.router),
     (API_PREFIX, machines.router),
+    (API_PREFIX, calendars.router),
     (API_PREFIX, accuracy.router),
     (API_PREFIX, programs.router),
     (API_PREFIX, audit.router),

@@ -17,15 +17,17 @@ async def record(
     action: str,
     machine: MachineRef | None = None,
     detail: dict[str, Any] | None = None,
+    *,
+    site: str | None = None,
 ) -> None:
-    """Append `action` by `principal` (on `machine`, with `detail`) to `api_audit`."""
+    """Append `action` by `principal` (on `machine` or a whole `site`, with `detail`)."""
     await conn.execute(
         "INSERT INTO api_audit (key_id, key_name, action, site, machine, detail) "
         "VALUES ($1, $2, $3, $4, $5, $6)",
         principal.key_id,
         principal.name,
         action,
-        None if machine is None else machine.site,
+        site if machine is None else machine.site,
         None if machine is None else machine.machine,
         detail or {},
     )

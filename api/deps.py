@@ -40,6 +40,7 @@ __all__ = [
     "MachinePath",
     "MachineRef",
     "Operations",
+    "Planners",
     "Principal",
     "ProgramAuthors",
     "ProgramPushers",
@@ -162,6 +163,7 @@ def require_roles(*roles: Role) -> Any:
 AnyRole = Annotated[Principal, require_roles(*ALL_ROLES)]
 Engineering = Annotated[Principal, require_roles(Role.ENGINEER, Role.MAINTENANCE, Role.ADMIN)]
 Operations = Annotated[Principal, require_roles(Role.ENGINEER, Role.MAINTENANCE, Role.ADMIN)]
+Planners = Annotated[Principal, require_roles(Role.ENGINEER, Role.ADMIN)]
 ProgramAuthors = Annotated[Principal, require_roles(Role.ENGINEER, Role.ADMIN)]
 ProgramPushers = Annotated[Principal, require_roles(Role.OPERATOR, Role.ENGINEER, Role.ADMIN)]
 Public = Annotated[None, Depends(PublicRoute())]

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import AnyRole, Conn, MachinePath, MachineRef, resolve_machine
 from api.errors import AUTHENTICATED, InvalidInputError, error_responses
+from api.kpis import CalendarSpec, oee_report
 from api.machines import (
     EMPTY,
     cycles_report,
@@ -479,4 +480,132 @@ async def fleet_utilisation(
             {"site": m["site"], "machine": m["machine"], **r}
             for m, r in zip(machines, rows, strict=True)
         ],
+    }
+
+
+class TimeModelPublic(BaseModel):
+    POT: float
+    planned_down_time: float
+    PBT: float
+    APT: float
+    ASUT: float
+    ADET: float
+    ADOT: float
+    unknown: float
+    APT_outside_plan: float
+    AUPT: float
+    AUBT: float
+    PBT_known: float
+
+
+class KpiGroup(BaseModel):
+    label: str = Field(description="`window`, `YYYY-MM-DD shift`, or the local day")
+    time: TimeModelPublic = Field(description="seconds per ISO 22400 time element")
+    produced: float
+    good: float
+    scrap: float
+    rework: float
+    ideal_cycle_time: float
+    availability: float | None
+    availability_min: float | None
+    availability_max: float | None
+    effectiveness: float | None
+    quality_ratio: float | None
+    oee: float | None
+    utilisation_efficiency: float | None
+    technical_efficiency: float | None
+    setup_rate: float | None
+    scrap_ratio: float | None
+    coverage: float | None
+
+
+class OeePublic(BaseModel):
+    site: str
+    machine: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    group: Literal["window", "shift", "day"]
+    convention: str
+    calendar: str
+    groups: list[KpiGroup]
+
+
+@router.get(
+    "/machines/{machine}/oee",
+    response_model=OeePublic,
+    response_model_by_alias=True,
+    responses=error_responses(404, 409),
+)
+async def oee(
+    principal: AnyRole,
+    conn: Conn,
+    machine: MachinePath,
+    from_: From,
+    to: To,
+    ideal_cycle_time: Annotated[
+        float, Query(gt=0, le=86_400, description="ideal seconds per part (PRU)")
+    ],
+    group: Literal["window", "shift", "day"] = "window",
+) -> dict[str, Any]:
+    """ISO 22400-2 availability, effectiveness, quality and OEE with the time model, per group."""
+    ref = await resolve_machine(conn, principal, machine)
+    start, end, until = _window(from_, to)
+    mid = await _mid(conn, ref)
+    execution = await fetch_signal(conn, mid, "execution", from_, to)
+    status = await fetch_signal(conn, mid, "status", from_, to)
+    mode = await fetch_signal(conn, mid, "controller_mode", from_, to)
+    parts = await fetch_signal(conn, mid, "part_count", from_, to)
+    scrap = await fetch_signal(conn, mid, "part_count_bad", from_, to)
+    faults = [
+        (r["opened_at"].timestamp(), (r["closed_at"] or to).timestamp())
+        for r in await conn.fetch(
+            """SELECT opened_at, closed_at FROM alarm
+                WHERE machine_id = $1 AND level = 'FAULT' AND opened_at < $3
+                  AND (closed_at IS NULL OR closed_at > $2)""",
+            mid,
+            from_,
+            to,
+        )
+    ]
+    row = await conn.fetchrow(
+        "SELECT time_zone, shifts FROM site_calendar WHERE site = $1", ref.site
+    )
+    calendar = None
+    if row is not None:
+        downtime = await conn.fetch(
+            """SELECT start_ts, end_ts FROM planned_downtime
+                WHERE site = $1 AND (machine IS NULL OR machine = $2)
+                  AND end_ts > $3 AND start_ts < $4""",
+            ref.site,
+            ref.machine,
+            from_,
+            to,
+        )
+        calendar = CalendarSpec(
+            time_zone=row["time_zone"],
+            shifts=row["shifts"],
+            downtime=[(d["start_ts"].timestamp(), d["end_ts"].timestamp()) for d in downtime],
+        )
+    report = await asyncio.to_thread(
+        oee_report,
+        execution,
+        status,
+        mode,
+        parts,
+        scrap,
+        faults,
+        calendar,
+        start=start,
+        end=end,
+        until=until,
+        group=group,
+        ideal_cycle_time=ideal_cycle_time,
+    )
+    return {
+        "site": ref.site,
+        "machine": ref.machine,
+        "from": from_,
+        "to": to,
+        "group": group,
+        **report,
     }

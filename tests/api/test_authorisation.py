@@ -32,6 +32,8 @@ _PATH_VALUES = {
     "name": "O9999",
     "version": "1",
     "push_id": "999999",
+    "downtime_id": "999999",
+    "site": "nosite",
 }
 
 

@@ -333,3 +333,116 @@ def test_fleet_utilisation(site: str, viewer: httpx.Client) -> None:
     assert body["fleet"]["known_s"] == 21600.0 and body["fleet"]["unknown_s"] == 36000.0
     assert body["fleet"]["utilisation"] == pytest.approx(1 / 3)
     assert "in-cycle" in body["convention"]
+
+
+OEE_WINDOW = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z", "ideal_cycle_time": "1500"}
+
+
+def test_oee_without_a_calendar_plans_every_hour(site: str, viewer: httpx.Client) -> None:
+    body = viewer.get(f"/api/v1/machines/{site}:m01/oee", params=OEE_WINDOW).json()
+    assert body["calendar"].startswith("none") and "ISO 22400" in body["convention"]
+    (k,) = body["groups"]
+    t = k["time"]
+    # Mode unknown 08:00-08:05, offline 12:00-13:00, UNAVAILABLE 15:00-16:00.
+    assert t["unknown"] == 7500.0
+    assert (t["POT"], t["PBT"], t["PBT_known"]) == (28800.0, 28800.0, 21300.0)
+    # ACTIVE in AUTOMATIC; STOPPED under the open FAULT SP-1 (14:00-15:00) is down time.
+    assert (t["APT"], t["ASUT"], t["ADET"], t["ADOT"]) == (7200.0, 0.0, 3600.0, 10500.0)
+    assert k["produced"] == 2.0 and k["scrap"] == 0.0
+    assert k["availability"] == pytest.approx(7200 / 21300)
+    assert k["effectiveness"] == pytest.approx(1500 * 2 / 7200)
+    assert k["quality_ratio"] == 1.0
+    assert k["oee"] == pytest.approx(7200 / 21300 * 3000 / 7200)
+
+
+def test_calendar_and_planned_downtime_shape_the_oee(
+    site: str, keys: dict[Role, str], client_for: Callable[[str | None], httpx.Client]
+) -> None:
+    engineer = client_for(keys[Role.ENGINEER])
+    calendar = {
+        "time_zone": "Europe/Berlin",
+        "shifts": [
+            {"name": "day", "start": "09:00", "end": "17:00", "breaks": [["12:00", "12:30"]]}
+        ],
+    }
+    put = engineer.put(f"/api/v1/sites/{site}/calendar", json=calendar)
+    assert put.status_code == 200, put.text
+    got = client_for(keys[Role.VIEWER]).get(f"/api/v1/sites/{site}/calendar").json()
+    assert got["time_zone"] == "Europe/Berlin" and got["shifts"][0]["start"] == "09:00:00"
+    assert got["updated_by"].startswith("test engineer")
+    downtime = engineer.post(
+        f"/api/v1/sites/{site}/planned-downtime",
+        json={
+            "machine": "m01",
+            "start": f"{DAY}T13:00:00Z",
+            "end": f"{DAY}T13:30:00Z",
+            "reason": "spindle service",
+        },
+    )
+    assert downtime.status_code == 201, downtime.text
+    for group, label in [("window", "window"), ("shift", f"{DAY} day"), ("day", DAY)]:
+        body = engineer.get(
+            f"/api/v1/machines/{site}:m01/oee", params=OEE_WINDOW | {"group": group}
+        ).json()
+        assert body["calendar"] == "site calendar (Europe/Berlin)"
+        (k,) = body["groups"]
+        assert k["label"] == label
+        t = k["time"]
+        # 09:00-17:00 Berlin = 08:00-16:00 UTC; break 11:00-11:30 UTC and the 13:00-13:30
+        # downtime are planned down time (both were ADOT).
+        assert (t["POT"], t["planned_down_time"], t["PBT"]) == (28800.0, 3600.0, 25200.0)
+        assert (t["APT"], t["ADOT"], t["unknown"]) == (7200.0, 6900.0, 7500.0)
+        assert k["availability"] == pytest.approx(7200 / 17700)
+    listed = engineer.get(f"/api/v1/sites/{site}/planned-downtime").json()
+    assert [d["reason"] for d in listed] == ["spindle service"]
+    gone = engineer.delete(f"/api/v1/planned-downtime/{listed[0]['id']}")
+    assert gone.status_code == 204
+    again = engineer.delete(f"/api/v1/planned-downtime/{listed[0]['id']}")
+    assert error_of(again)["code"] == "downtime_not_found"
+    actions = [
+        e["action"]
+        for e in client_for(keys[Role.ADMIN]).get("/api/v1/audit", params={"site": site}).json()
+    ]
+    assert actions[:3] == [
+        "planned_downtime.delete",
+        "planned_downtime.create",
+        "calendar.update",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"time_zone": "Mars/Olympus", "shifts": []}, "time_zone"),
+        ({"time_zone": "UTC", "shifts": [{"name": "a", "start": "25:00", "end": "1:00"}]},
+         "shifts[0].start"),
+        ({"time_zone": "UTC", "shifts": [{"name": "a", "start": "06:00", "end": "14:00",
+                                          "weekdays": [7]}]}, "shifts[0].weekdays[0]"),
+    ],
+)  # fmt: skip
+def test_bad_calendars_name_the_field(
+    site: str, keys: dict[Role, str], client_for: Callable[[str | None], httpx.Client],
+    body: dict[str, object], field: str,
+) -> None:  # fmt: skip
+    response = client_for(keys[Role.ADMIN]).put(f"/api/v1/sites/{site}/calendar", json=body)
+    assert response.status_code == 422
+    assert error_of(response)["field"] == field
+
+
+def test_bad_downtime_and_oee_inputs(
+    site: str, keys: dict[Role, str], client_for: Callable[[str | None], httpx.Client]
+) -> None:
+    admin = client_for(keys[Role.ADMIN])
+    url = f"/api/v1/sites/{site}/planned-downtime"
+    window = {"start": f"{DAY}T13:00:00Z", "end": f"{DAY}T13:30:00Z"}
+    assert error_of(admin.post(url, json=window | {"machine": "nosuch"}))["code"] == (
+        "machine_not_found"
+    )
+    backwards = {"start": f"{DAY}T14:00:00Z", "end": f"{DAY}T13:00:00Z"}
+    assert error_of(admin.post(url, json=backwards))["code"] == "validation_error"
+    missing = admin.get(f"/api/v1/machines/{site}:m01/oee", params={"from": DAY, "to": DAY})
+    assert missing.status_code == 422
+    no_ict = {k: v for k, v in OEE_WINDOW.items() if k != "ideal_cycle_time"}
+    response = admin.get(f"/api/v1/machines/{site}:m01/oee", params=no_ict)
+    assert error_of(response)["field"] == "ideal_cycle_time"
+    assert error_of(admin.get("/api/v1/sites/nocal/calendar"))["code"] == "calendar_not_found"

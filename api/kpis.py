@@ -1,0 +1,134 @@
+"""ISO 22400-2 KPIs of one machine over a window, per window, shift or local day.
+
+Inputs come from the ingest schema (events, the alarm view) and the site's calendar; the
+classification and formulas are `analytics.oee` (docs/kpis.md). Pure: call through
+`asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any, Literal
+
+import numpy as np
+
+from analytics.calendar import Shift, ShiftCalendar
+from analytics.intervals import IntervalSet
+from analytics.oee import classify_iso22400, counter_increments, kpis_by_window
+from analytics.states import CONTROLLER_MODE, EXECUTION
+from api.machines import SignalEvents, _coded, _masked, _status
+
+__all__ = ["CalendarSpec", "Group", "oee_report"]
+
+Group = Literal["window", "shift", "day"]
+
+
+@dataclass(frozen=True)
+class CalendarSpec:
+    """A site's calendar as stored: time zone, shifts (JSON) and planned downtime (seconds)."""
+
+    time_zone: str
+    shifts: list[dict[str, Any]]
+    downtime: list[tuple[float, float]]
+
+    def build(self) -> ShiftCalendar:
+        tz = zoneinfo.ZoneInfo(self.time_zone)
+        shifts = [
+            Shift(
+                name=s["name"],
+                start=time.fromisoformat(s["start"]),
+                end=time.fromisoformat(s["end"]),
+                weekdays=frozenset(s.get("weekdays", range(7))),
+                breaks=tuple(
+                    (time.fromisoformat(a), time.fromisoformat(b)) for a, b in s.get("breaks", [])
+                ),
+            )
+            for s in self.shifts
+        ]
+        downtime = IntervalSet.from_intervals(
+            [a for a, _ in self.downtime], [b for _, b in self.downtime]
+        )
+        return ShiftCalendar(shifts=shifts, tz=tz, planned_downtime=downtime)
+
+
+def _increments(events: SignalEvents) -> tuple[np.ndarray, np.ndarray]:
+    numeric = ~np.isnan(events.value_num)
+    return counter_increments(events.ts[numeric], events.value_num[numeric])
+
+
+def oee_report(
+    execution: SignalEvents,
+    status: SignalEvents,
+    mode: SignalEvents,
+    parts: SignalEvents,
+    scrap: SignalEvents,
+    faults: list[tuple[float, float]],
+    calendar: CalendarSpec | None,
+    *,
+    start: float,
+    end: float,
+    until: float,
+    group: Group,
+    ideal_cycle_time: float,
+) -> dict[str, Any]:
+    """KPIs per group. Without a calendar every hour is planned (24/7, UTC days)."""
+    st = _status(status, start=start, end=end, until=until)
+    ex = _masked(_coded(execution, EXECUTION, start=start, end=end, until=until), st)
+    md = None
+    if mode.ts.size:
+        md = _masked(_coded(mode, CONTROLLER_MODE, start=start, end=end, until=until), st)
+    fault = IntervalSet.from_intervals(
+        [max(a, start) for a, b in faults if b > start],
+        [min(b, end) for a, b in faults if b > start],
+    )
+    categories = classify_iso22400(ex, md, fault)
+    window = IntervalSet.span(start, end)
+    if calendar is None:
+        cal = ShiftCalendar(shifts=[Shift("all day", time(0), time(0))])
+        described = "none: every hour planned (24/7), days in UTC"
+    else:
+        cal = calendar.build()
+        described = f"site calendar ({calendar.time_zone})"
+    pot = cal.planned_operation_time(start, end) if calendar is not None else window
+    pdt = cal.planned_down_time(start, end) if calendar is not None else IntervalSet.empty()
+    windows: list[tuple[str, IntervalSet, IntervalSet]]
+    if group == "window":
+        windows = [("window", pot, pdt)]
+    elif group == "shift":
+        windows = []
+        for w in cal.windows(start, end):
+            span = IntervalSet.span(w.start, w.end)
+            windows.append((f"{w.day.isoformat()} {w.name}", span, pdt.intersect(span)))
+    else:
+        windows = []
+        day = datetime.fromtimestamp(start, cal.tz).date()
+        while True:
+            lo = datetime.combine(day, time(0), tzinfo=cal.tz).timestamp()
+            hi = datetime.combine(day + timedelta(days=1), time(0), tzinfo=cal.tz).timestamp()
+            if lo >= end:
+                break
+            span = IntervalSet.span(max(lo, start), min(hi, end))
+            windows.append((day.isoformat(), pot.intersect(span), pdt.intersect(span)))
+            day += timedelta(days=1)
+    part_t, part_n = _increments(parts)
+    scrap_t, scrap_n = _increments(scrap)
+    kpis = kpis_by_window(
+        categories,
+        windows,
+        part_times=part_t,
+        parts=part_n,
+        ideal_cycle_time=ideal_cycle_time,
+        scrap_times=scrap_t,
+        scrap=scrap_n,
+    )
+    groups = []
+    for label, k in kpis.items():
+        row = k.to_dict()
+        row["label"] = label
+        groups.append(row)
+    convention = groups[0]["convention"] if groups else "ISO 22400-2"
+    for row in groups:
+        row.pop("convention", None)
+    return {"convention": convention, "calendar": described, "groups": groups}
