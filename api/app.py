@@ -22,7 +22,16 @@ from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.mqtt import BrokerLink
 from api.ratelimit import RateLimiter
-from api.routes import accuracy, audit, calendars, catalogue, machines, operations, programs
+from api.routes import (
+    accuracy,
+    audit,
+    calendars,
+    catalogue,
+    downtime,
+    machines,
+    operations,
+    programs,
+)
 from api.state import ApiState
 
 __all__ = ["API_PREFIX", "ROUTERS", "create_app"]
@@ -38,6 +47,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (API_PREFIX, catalogue.router),
     (API_PREFIX, machines.router),
     (API_PREFIX, calendars.router),
+    (API_PREFIX, downtime.router),
     (API_PREFIX, accuracy.router),
     (API_PREFIX, programs.router),
     (API_PREFIX, audit.router),

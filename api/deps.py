@@ -47,6 +47,7 @@ __all__ = [
     "Public",
     "PublicRoute",
     "RoleGuard",
+    "ShopFloor",
     "require_roles",
     "resolve_machine",
 ]
@@ -163,6 +164,9 @@ def require_roles(*roles: Role) -> Any:
 AnyRole = Annotated[Principal, require_roles(*ALL_ROLES)]
 Engineering = Annotated[Principal, require_roles(Role.ENGINEER, Role.MAINTENANCE, Role.ADMIN)]
 Operations = Annotated[Principal, require_roles(Role.ENGINEER, Role.MAINTENANCE, Role.ADMIN)]
+ShopFloor = Annotated[
+    Principal, require_roles(Role.OPERATOR, Role.ENGINEER, Role.MAINTENANCE, Role.ADMIN)
+]
 Planners = Annotated[Principal, require_roles(Role.ENGINEER, Role.ADMIN)]
 ProgramAuthors = Annotated[Principal, require_roles(Role.ENGINEER, Role.ADMIN)]
 ProgramPushers = Annotated[Principal, require_roles(Role.OPERATOR, Role.ENGINEER, Role.ADMIN)]

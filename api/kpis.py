@@ -66,6 +66,7 @@ def oee_report(
     scrap: SignalEvents,
     faults: list[tuple[float, float]],
     calendar: CalendarSpec | None,
+    manual_scrap: list[tuple[float, float]] | None = None,
     *,
     start: float,
     end: float,
@@ -73,7 +74,9 @@ def oee_report(
     group: Group,
     ideal_cycle_time: float,
 ) -> dict[str, Any]:
-    """KPIs per group. Without a calendar every hour is planned (24/7, UTC days)."""
+    """KPIs per group. Without a calendar every hour is planned (24/7, UTC days).
+
+    Scrap is the controller's part_count_bad increments plus `manual_scrap` (time, count)."""
     st = _status(status, start=start, end=end, until=until)
     ex = _masked(_coded(execution, EXECUTION, start=start, end=end, until=until), st)
     md = None
@@ -114,6 +117,10 @@ def oee_report(
             day += timedelta(days=1)
     part_t, part_n = _increments(parts)
     scrap_t, scrap_n = _increments(scrap)
+    if manual_scrap:  # None or empty: none entered
+        # Scrap entered by operators adds to the controller's bad-part counter.
+        scrap_t = np.concatenate([scrap_t, [t for t, _ in manual_scrap]])
+        scrap_n = np.concatenate([scrap_n, [n for _, n in manual_scrap]])
     kpis = kpis_by_window(
         categories,
         windows,

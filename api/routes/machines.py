@@ -586,6 +586,17 @@ async def oee(
             shifts=row["shifts"],
             downtime=[(d["start_ts"].timestamp(), d["end_ts"].timestamp()) for d in downtime],
         )
+    manual_scrap = [
+        (r["at"].timestamp(), float(r["count"]))
+        for r in await conn.fetch(
+            """SELECT at, count FROM scrap_entry
+                WHERE site = $1 AND machine = $2 AND at >= $3 AND at < $4""",
+            ref.site,
+            ref.machine,
+            from_,
+            to,
+        )
+    ]
     report = await asyncio.to_thread(
         oee_report,
         execution,
@@ -595,6 +606,7 @@ async def oee(
         scrap,
         faults,
         calendar,
+        manual_scrap,
         start=start,
         end=end,
         until=until,

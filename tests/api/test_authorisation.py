@@ -34,6 +34,7 @@ _PATH_VALUES = {
     "push_id": "999999",
     "downtime_id": "999999",
     "site": "nosite",
+    "annotation_id": "999999",
 }
 
 

@@ -446,3 +446,90 @@ def test_bad_downtime_and_oee_inputs(
     response = admin.get(f"/api/v1/machines/{site}:m01/oee", params=no_ict)
     assert error_of(response)["field"] == "ideal_cycle_time"
     assert error_of(admin.get("/api/v1/sites/nocal/calendar"))["code"] == "calendar_not_found"
+
+
+def test_downtime_reasons_with_guards_and_history(
+    site: str, keys: dict[Role, str], client_for: Callable[[str | None], httpx.Client]
+) -> None:
+    operator = client_for(keys[Role.OPERATOR])
+    reasons = {r["code"]: r for r in operator.get("/api/v1/downtime-reasons").json()}
+    assert reasons["break"]["planned"] is True and "no_material" in reasons
+    url = f"/api/v1/machines/{site}:m01/downtime"
+    created = operator.post(
+        url, json={"start": f"{DAY}T10:00:00Z", "end": f"{DAY}T10:30:00Z", "reason": "break"}
+    )
+    assert created.status_code == 201, created.text
+    note = created.json()
+    running = operator.post(
+        url, json={"start": f"{DAY}T08:30:00Z", "end": f"{DAY}T08:50:00Z", "reason": "break"}
+    )
+    assert running.status_code == 409
+    err = error_of(running)
+    assert err["code"] == "machine_running" and "900 s" in err["message"]  # 08:30-40, 08:45-50
+    overlap = operator.post(
+        url, json={"start": f"{DAY}T10:15:00Z", "end": f"{DAY}T10:45:00Z", "reason": "setup"}
+    )
+    assert error_of(overlap)["code"] == "overlaps_annotation"
+    unknown = operator.post(
+        url, json={"start": f"{DAY}T11:00:00Z", "end": f"{DAY}T11:10:00Z", "reason": "nap"}
+    )
+    assert error_of(unknown)["field"] == "reason"
+    future = operator.post(
+        url,
+        json={"start": "2099-01-01T00:00:00Z", "end": "2099-01-01T01:00:00Z", "reason": "break"},
+    )
+    assert error_of(future)["field"] == "end"
+
+    changed = operator.patch(
+        f"/api/v1/downtime/{note['id']}",
+        json={"reason": "no_material", "comment": "the break was in the canteen log; no bar stock"},
+    )
+    assert changed.status_code == 200 and changed.json()["reason"] == "no_material"
+    history = operator.get(f"/api/v1/downtime/{note['id']}/history").json()
+    assert [(h["old_reason"], h["new_reason"]) for h in history] == [
+        (None, "break"),
+        ("break", "no_material"),
+    ]
+    assert history[1]["by"].startswith("test operator") and "bar stock" in history[1]["comment"]
+    listed = operator.get(url, params={"from": f"{DAY}T00:00:00Z", "to": f"{DAY}T23:00:00Z"})
+    assert [n["reason"] for n in listed.json()] == ["no_material"]
+    audit = client_for(keys[Role.ADMIN]).get(
+        "/api/v1/audit", params={"action": "downtime.reclassify"}
+    )
+    assert audit.json()[0]["detail"] == {"id": note["id"], "from": "break", "to": "no_material"}
+    assert error_of(operator.get("/api/v1/downtime/999999/history"))["code"] == (
+        "annotation_not_found"
+    )
+
+
+def test_downtime_pareto(site: str, viewer: httpx.Client) -> None:
+    window = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z"}
+    body = viewer.get(f"/api/v1/machines/{site}:m01/downtime/pareto", params=window).json()
+    assert (body["downtime_s"], body["classified_s"]) == (14400.0, 1800.0)
+    assert [(r["label"], r["seconds"], r["count"]) for r in body["rows"]] == [
+        ("unclassified: STOPPED", 9000.0, 2),
+        ("unclassified: READY", 2400.0, 2),
+        ("no_material", 1800.0, 1),
+        ("unclassified: PROGRAM_COMPLETED", 900.0, 2),
+        ("unclassified: FEED_HOLD", 300.0, 1),
+    ]
+    assert body["rows"][-1]["cumulative_share"] == pytest.approx(1.0)
+
+
+def test_scrap_entry_is_guarded_and_counts_in_the_oee(
+    site: str, keys: dict[Role, str], client_for: Callable[[str | None], httpx.Client]
+) -> None:
+    operator = client_for(keys[Role.OPERATOR])
+    url = f"/api/v1/machines/{site}:m01/scrap"
+    first = operator.post(url, json={"count": 1, "at": f"{DAY}T10:00:00Z", "reason": "chatter"})
+    assert first.status_code == 201, first.text
+    too_many = operator.post(url, json={"count": 2, "at": f"{DAY}T10:00:00Z"})
+    assert too_many.status_code == 409
+    assert error_of(too_many)["code"] == "scrap_exceeds_production"
+    assert operator.post(url, json={"count": 1, "at": f"{DAY}T10:00:00Z"}).status_code == 201
+    assert error_of(operator.post(url, json={"count": 0}))["field"] == "count"
+    listed = operator.get(url, params={"from": f"{DAY}T00:00:00Z", "to": f"{DAY}T23:00:00Z"})
+    assert [s["count"] for s in listed.json()] == [1, 1]
+    oee = operator.get(f"/api/v1/machines/{site}:m01/oee", params=OEE_WINDOW).json()
+    (k,) = oee["groups"]
+    assert (k["produced"], k["scrap"], k["good"], k["quality_ratio"]) == (2.0, 2.0, 0.0, 0.0)
