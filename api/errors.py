@@ -20,6 +20,7 @@ import logging
 import math
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -182,6 +183,17 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return _json(exc.status_code, _body(code, str(exc.detail)), dict(exc.headers or {}))
 
+    async def data_error(request: Request, exc: Exception) -> Response:
+        # Input the schema allowed but PostgreSQL cannot store, e.g. a NUL character in text
+        # (class 22, data exception): the client's input, so 422, not a server fault.
+        log.info("data exception in %s %s: %s", request.method, request.url.path, exc)
+        message = f"the input cannot be stored: {getattr(exc, 'message', exc)}"
+        return _json(422, _body("invalid_input", message))
+
+    async def database_down(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
+        return _json(503, _body("database_unavailable", "the database is unreachable"))
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         # The one place a bare Exception is caught: the request's top. The server logs it too.
         log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
@@ -190,6 +202,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(asyncpg.DataError, data_error)
+    app.add_exception_handler(asyncpg.exceptions.ConnectionDoesNotExistError, database_down)
+    app.add_exception_handler(asyncpg.exceptions.CannotConnectNowError, database_down)
     app.add_exception_handler(Exception, unexpected)
 
 

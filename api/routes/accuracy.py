@@ -175,7 +175,8 @@ async def _evaluate(kind: Kind, field: str, **kwargs: Any) -> Evaluation:
     try:
         return await asyncio.to_thread(evaluate, kind, **kwargs)
     except ValueError as exc:
-        raise InvalidInputError(str(exc), field=field) from exc
+        where = "geometry" if str(exc).startswith("geometry") else field
+        raise InvalidInputError(str(exc), field=where) from exc
 
 
 _CREATED = {"status_code": 201, "responses": error_responses(404, 409, 422)}

@@ -124,6 +124,8 @@ To = Annotated[AwareDatetime, Query(description="window end (with time zone)")]
 
 
 def _window(start: datetime, end: datetime) -> tuple[float, float, float]:
+    if start.year < 1970 or end.year > 9998:
+        raise InvalidInputError("the window must lie between 1970 and 9998", field="from")
     if end <= start:
         raise InvalidInputError("to must be after from", field="to")
     if end - start > MAX_WINDOW:

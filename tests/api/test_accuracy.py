@@ -219,3 +219,17 @@ def test_audit_trail_records_each_report(
     assert entries.status_code == 200
     assert len(entries.json()) >= 2
     assert all(e["key_name"] == "test engineer" for e in entries.json())
+
+
+def test_bad_s_piece_geometry_is_named(site: str, engineer: httpx.Client) -> None:
+    response = engineer.post(
+        f"/api/v1/machines/{site}:m02/accuracy/s-piece",
+        json={"points": {"lines": [{"name": "a", "points": [[0, 0, 0]]}]}, "geometry": {}},
+    )
+    err = error_of(response)
+    assert err["field"] == "geometry" and "geometry.bottom is missing" in err["message"]
+    nul = engineer.post(
+        f"/api/v1/machines/{site}:m01/accuracy/iso230-2",
+        json={"data": ISO, "label": "\u0000", "figures": False},
+    )
+    assert error_of(nul)["code"] == "invalid_input"

@@ -259,6 +259,7 @@ def test_telemetry_reads_rollups_up_to_their_watermark(
         ({"signals": "execution"}, "signals"),  # an event signal, not telemetry
         ({"signals": "Spindle Load"}, "signals"),
         ({"signals": "spindle_load", "points": "0"}, "points"),
+        ({"signals": "spindle_load", "from": "1900-01-01T00:00:00Z"}, "from"),
         ({}, "signals"),
     ],
 )

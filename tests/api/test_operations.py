@@ -108,3 +108,14 @@ def test_malformed_json_is_a_validation_error(
     )
     assert response.status_code == 422
     assert error_of(response)["code"] == "validation_error"
+
+
+def test_text_the_database_cannot_store_is_invalid_input(
+    keys: dict[Role, str], client_for: Callable[[str | None], httpx.Client]
+) -> None:
+    engineer = client_for(keys[Role.ENGINEER])
+    nul = engineer.post(
+        "/api/v1/programs", json={"name": "O77", "content": "x", "comment": "a\u0000b"}
+    )
+    assert nul.status_code == 422 and error_of(nul)["code"] == "invalid_input"
+    assert engineer.get("/api/v1/programs/O77").status_code == 404  # nothing half-stored
