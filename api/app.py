@@ -24,6 +24,7 @@ from api.mqtt import BrokerLink
 from api.ratelimit import RateLimiter
 from api.routes import (
     accuracy,
+    alerts,
     audit,
     calendars,
     catalogue,
@@ -51,6 +52,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (API_PREFIX, accuracy.router),
     (API_PREFIX, programs.router),
     (API_PREFIX, audit.router),
+    (API_PREFIX, alerts.router),
 ]
 
 
