@@ -32,6 +32,7 @@ from api.routes import (
     machines,
     operations,
     programs,
+    tools,
 )
 from api.state import ApiState
 
@@ -49,6 +50,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (API_PREFIX, machines.router),
     (API_PREFIX, calendars.router),
     (API_PREFIX, downtime.router),
+    (API_PREFIX, tools.router),
     (API_PREFIX, accuracy.router),
     (API_PREFIX, programs.router),
     (API_PREFIX, audit.router),

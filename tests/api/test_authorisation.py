@@ -35,6 +35,7 @@ _PATH_VALUES = {
     "downtime_id": "999999",
     "site": "nosite",
     "annotation_id": "999999",
+    "tool": "1",
 }
 
 

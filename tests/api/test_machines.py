@@ -534,3 +534,56 @@ def test_scrap_entry_is_guarded_and_counts_in_the_oee(
     oee = operator.get(f"/api/v1/machines/{site}:m01/oee", params=OEE_WINDOW).json()
     (k,) = oee["groups"]
     assert (k["produced"], k["scrap"], k["good"], k["quality_ratio"]) == (2.0, 2.0, 0.0, 0.0)
+
+
+def test_tool_life_limits_changes_and_prediction(
+    site: str,
+    api_database: str,
+    keys: dict[Role, str],
+    client_for: Callable[[str | None], httpx.Client],
+) -> None:
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        (mid,) = conn.execute(
+            "SELECT id FROM machine WHERE site = %s AND machine = 'm01'", [site]
+        ).fetchone() or (None,)
+        for at, tool in [("08:05", 1), ("09:00", 2), ("13:00", 1)]:
+            conn.execute(
+                "INSERT INTO event (machine_id, ts, signal, value, value_num) "
+                "VALUES (%s, %s, 'tool_number', %s, %s)",
+                [mid, _t(at), str(tool), float(tool)],
+            )
+    engineer = client_for(keys[Role.ENGINEER])
+    url = f"/api/v1/machines/{site}:m01/tools"
+    limit = engineer.put(f"{url}/1/limit", json={"limit_minutes": 100, "warning_minutes": 60})
+    assert limit.status_code == 200, limit.text
+    params = {"lookback_days": "400", "rate_days": "400"}
+    rows = {r["tool"]: r for r in engineer.get(url, params=params).json()}
+    t1, t2 = rows[1], rows[2]
+    # Tool 1: ACTIVE 08:10-08:40, 08:45-09:00, 13:30-14:00; tool 2: 09:00-09:15, 09:20-09:50.
+    assert (t1["minutes_in_cut"], t1["parts"], t1["usages"]) == (75.0, 1.0, 2)
+    assert (t2["minutes_in_cut"], t2["parts"], t2["usages"]) == (45.0, 1.0, 1)
+    assert t1["in_spindle"] is True and t2["in_spindle"] is False
+    assert (t1["status"], t1["remaining_minutes"], t1["used_fraction"]) == ("WARNING", 25.0, 0.75)
+    assert t2["status"] is None and t2["predicted_change_at"] is None
+    # 75 cutting minutes in 400 days: 25 more take 400 / 3 days.
+    eta = datetime.fromisoformat(t1["predicted_change_at"]) - datetime.now(UTC)
+    assert abs(eta.total_seconds() / 86400 - 400 / 3) < 0.1
+
+    operator = client_for(keys[Role.OPERATOR])
+    change = operator.post(f"{url}/1/changes", json={"at": f"{DAY}T13:15:00Z", "comment": "VB 0.3"})
+    assert change.status_code == 201, change.text
+    t1 = {r["tool"]: r for r in engineer.get(url, params=params).json()}[1]
+    assert t1["changed"] is True and t1["since"] == f"{DAY}T13:15:00Z"
+    assert (t1["minutes_in_cut"], t1["status"]) == (30.0, "USED")
+
+    bad_limit = engineer.put(f"{url}/1/limit", json={"limit_minutes": 10, "warning_minutes": 60})
+    assert error_of(bad_limit)["code"] == "validation_error"
+    assert error_of(engineer.put(f"{url}/-1/limit", json={}))["field"] == "tool"
+    future = operator.post(f"{url}/1/changes", json={"at": "2099-01-01T00:00:00Z"})
+    assert error_of(future)["field"] == "at"
+    assert (
+        client_for(keys[Role.OPERATOR])
+        .put(f"{url}/1/limit", json={"limit_minutes": 1, "warning_minutes": 0})
+        .status_code
+        == 403
+    )
