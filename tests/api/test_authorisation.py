@@ -57,8 +57,13 @@ def _routes() -> list[tuple[str, str, RoleGuard | PublicRoute]]:
     return out
 
 
+def _value(name: str) -> str:
+    # Parameters of routes other modules add get a neutral value by their name's shape.
+    return _PATH_VALUES.get(name, "999999" if name.endswith("_id") else "nosuch")
+
+
 def _url(path: str) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: _PATH_VALUES[m.group(1)], path)
+    return re.sub(r"\{(\w+)\}", lambda m: _value(m.group(1)), path)
 
 
 ROUTES = _routes()
@@ -119,7 +124,10 @@ _ROW = re.compile(r"^\| (GET|POST|PUT|PATCH|DELETE) \| `([^`]+)`[^|]* \| ([^|]+)
 
 
 def test_docs_route_table_matches_the_code() -> None:
-    text = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    # docs/api.md documents these modules' routes; other packages' routes (alerts) are in their
+    # own docs/*.md with the same table.
+    docs = sorted((Path(__file__).parents[2] / "docs").glob("*.md"))
+    text = "\n".join(d.read_text() for d in docs)
     documented: dict[tuple[str, str], object] = {}
     for m in _ROW.finditer(text):
         roles = m.group(3).strip()
