@@ -139,7 +139,11 @@ async def database_health(_: Operations, conn: Conn) -> DatabaseHealth:
         for r in await conn.fetch(
             """SELECT j.job_id, j.proc_name AS proc, j.hypertable_name AS hypertable,
                       j.schedule_interval::text AS schedule_interval,
-                      s.last_run_status, s.last_successful_finish, s.next_start,
+                      s.last_run_status,
+                      -- job_stats says -infinity for "never": that is null here
+                      CASE WHEN isfinite(s.last_successful_finish)
+                           THEN s.last_successful_finish END AS last_successful_finish,
+                      CASE WHEN isfinite(s.next_start) THEN s.next_start END AS next_start,
                       s.total_failures::int AS total_failures
                  FROM timescaledb_information.jobs j
                  LEFT JOIN timescaledb_information.job_stats s USING (job_id)
