@@ -51,6 +51,7 @@ def test_python_m_api_help() -> None:
 
 
 @pytest.mark.services
+@pytest.mark.slow  # a cold interpreter importing the whole stack
 def test_python_m_api_serves_on_the_given_port(api_database: str) -> None:
     port = _free_port()
     env = {**os.environ, "ARBOR_DATABASE_URL": api_database, "ARBOR_MQTT_URL": ""}
