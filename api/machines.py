@@ -16,7 +16,7 @@ import numpy as np
 
 from analytics.cycles import STATUS_WORDS, Cycles, cycle_stats, find_cycles
 from analytics.intervals import IntervalSet
-from analytics.oee import counter_increments, in_cycle_utilisation
+from analytics.oee import counter_increments, in_cycle_utilisation, time_by_key
 from analytics.states import EXECUTION, UNKNOWN, StateIntervals, combine, state_intervals
 
 __all__ = [
@@ -147,22 +147,47 @@ def _status(
     return _coded(events, _STATUS, start=start, end=end, until=until)
 
 
+def _program_stream(
+    program: SignalEvents, *, start: float, end: float, until: float
+) -> StateIntervals:
+    # A program event without a value (null) means "no program known": UNAVAILABLE, so unknown.
+    names = (*sorted({v for v in program.value if v and v != "UNAVAILABLE"}), "UNAVAILABLE")
+    return _coded(program, names, start=start, end=end, until=until)
+
+
 def utilisation_report(
-    execution: SignalEvents, status: SignalEvents, *, start: float, end: float, until: float
+    execution: SignalEvents,
+    status: SignalEvents,
+    *,
+    start: float,
+    end: float,
+    until: float,
+    program: SignalEvents | None = None,
 ) -> dict[str, Any]:
-    """Seconds per Execution value seen in the window, unknown seconds, in-cycle utilisation."""
+    """Seconds per Execution value seen in the window, unknown seconds, in-cycle utilisation;
+    with `program`, also seconds per state for each program (`by_program`)."""
     ex = _coded(execution, EXECUTION, start=start, end=end, until=until)
     ex = _masked(ex, _status(status, start=start, end=end, until=until))
     durations = ex.durations()
     unknown = durations.pop("unknown")
     util = in_cycle_utilisation(ex, IntervalSet.span(start, end))
-    return {
+    report: dict[str, Any] = {
         "states": {w: s for w, s in durations.items() if s > 0},
         "unknown_s": unknown,
         "known_s": util.known,
         "utilisation": util.utilisation,
         "convention": util.convention + " (ACTIVE)",
     }
+    if program is not None:
+        table = time_by_key(ex, _program_stream(program, start=start, end=end, until=until))
+        report["by_program"] = {
+            name: {
+                "states": {w: s for w, s in row.items() if w != "unknown"},
+                "unknown_s": row.get("unknown", 0.0),
+            }
+            for name, row in table.items()
+        }
+    return report
 
 
 def _cycles(
@@ -177,9 +202,7 @@ def _cycles(
 ) -> Cycles:
     ex = _coded(execution, EXECUTION, start=start, end=end, until=until)
     ex = _masked(ex, _status(status, start=start, end=end, until=until))
-    # A program event without a value (null) means "no program known": UNAVAILABLE, so unknown.
-    names = (*sorted({v for v in program.value if v and v != "UNAVAILABLE"}), "UNAVAILABLE")
-    pg = _coded(program, names, start=start, end=end, until=until)
+    pg = _program_stream(program, start=start, end=end, until=until)
     numeric = ~np.isnan(parts.value_num)
     part_t, part_inc = counter_increments(parts.ts[numeric], parts.value_num[numeric])
     return find_cycles(ex, pg, part_times=part_t, part_increments=part_inc)

@@ -135,6 +135,11 @@ def _window(start: datetime, end: datetime) -> tuple[float, float, float]:
     return start.timestamp(), end.timestamp(), max(until.timestamp(), start.timestamp())
 
 
+class ProgramTime(BaseModel):
+    states: dict[str, float]
+    unknown_s: float
+
+
 class Utilisation(BaseModel):
     site: str
     machine: str
@@ -145,6 +150,9 @@ class Utilisation(BaseModel):
     known_s: float
     utilisation: float | None = Field(description="ACTIVE seconds / known seconds")
     convention: str
+    by_program: dict[str, ProgramTime] | None = Field(
+        default=None, description="with by=program: seconds per state while each program ran"
+    )
 
 
 async def _mid(conn: Conn, ref: MachineRef) -> int:
@@ -160,7 +168,12 @@ async def _mid(conn: Conn, ref: MachineRef) -> int:
     responses=error_responses(404, 409),
 )
 async def utilisation(
-    principal: AnyRole, conn: Conn, machine: MachinePath, from_: From, to: To
+    principal: AnyRole,
+    conn: Conn,
+    machine: MachinePath,
+    from_: From,
+    to: To,
+    by: Annotated[Literal["program"] | None, Query(description="also split by program")] = None,
 ) -> dict[str, Any]:
     """Seconds per execution state and unknown time in [from, to), with in-cycle utilisation."""
     ref = await resolve_machine(conn, principal, machine)
@@ -168,8 +181,15 @@ async def utilisation(
     mid = await _mid(conn, ref)
     execution = await fetch_signal(conn, mid, "execution", from_, to)
     status = await fetch_signal(conn, mid, "status", from_, to)
+    program = await fetch_signal(conn, mid, "program", from_, to) if by == "program" else None
     report = await asyncio.to_thread(
-        utilisation_report, execution, status, start=start, end=end, until=until
+        utilisation_report,
+        execution,
+        status,
+        start=start,
+        end=end,
+        until=until,
+        program=program,
     )
     return {"site": ref.site, "machine": ref.machine, "from": from_, "to": to, **report}
 

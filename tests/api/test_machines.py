@@ -587,3 +587,28 @@ def test_tool_life_limits_changes_and_prediction(
         .status_code
         == 403
     )
+
+
+def test_utilisation_by_program(site: str, viewer: httpx.Client) -> None:
+    window = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z", "by": "program"}
+    body = viewer.get(f"/api/v1/machines/{site}:m01/utilisation", params=window).json()
+    assert body["states"]["ACTIVE"] == 7200.0
+    assert body["by_program"] == {
+        "unknown": {"states": {"READY": 300.0}, "unknown_s": 0.0},
+        "O100": {
+            "states": {
+                "READY": 1500.0,
+                "ACTIVE": 5400.0,
+                "PROGRAM_COMPLETED": 900.0,
+                "FEED_HOLD": 300.0,
+                "STOPPED": 7200.0,
+            },
+            "unknown_s": 3600.0,
+        },
+        "O200": {
+            "states": {"READY": 600.0, "ACTIVE": 1800.0, "STOPPED": 3600.0},
+            "unknown_s": 3600.0,
+        },
+    }
+    plain = viewer.get(f"/api/v1/machines/{site}:m01/utilisation", params=window | {"by": ""})
+    assert plain.status_code == 422 and error_of(plain)["field"] == "by"
