@@ -21,7 +21,7 @@ from api.errors import (
     error_responses,
 )
 from api.machines import fetch_signal, machine_id
-from api.routes.machines import From, To, _window
+from api.window import From, To, window_bounds
 
 __all__ = ["router"]
 
@@ -183,7 +183,7 @@ async def list_annotations(
 ) -> list[AnnotationPublic]:
     """The machine's downtime annotations overlapping [from, to), in time order."""
     ref = await resolve_machine(conn, principal, machine)
-    _window(from_, to)
+    window_bounds(from_, to)
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM downtime_annotation
              WHERE site = $1 AND machine = $2 AND start_ts < $4 AND end_ts > $3
@@ -313,7 +313,7 @@ async def pareto_chart(
 ) -> dict[str, Any]:
     """Downtime by reason, largest first, with shares; unreasoned downtime by execution state."""
     ref = await resolve_machine(conn, principal, machine)
-    start, end, until = _window(from_, to)
+    start, end, until = window_bounds(from_, to)
     mid = await machine_id(conn, ref.site, ref.machine)
     assert mid is not None
     execution = await fetch_signal(conn, mid, "execution", from_, to)
@@ -429,7 +429,7 @@ async def list_scrap(
 ) -> list[ScrapPublic]:
     """Scrap entered for the machine in [from, to)."""
     ref = await resolve_machine(conn, principal, machine)
-    _window(from_, to)
+    window_bounds(from_, to)
     rows = await conn.fetch(
         f"""SELECT {_SCRAP} FROM scrap_entry WHERE site = $1 AND machine = $2
               AND at >= $3 AND at < $4 ORDER BY at, id""",  # noqa: S608

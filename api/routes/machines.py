@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from api.deps import AnyRole, Conn, MachinePath, MachineRef, resolve_machine
 from api.errors import AUTHENTICATED, InvalidInputError, error_responses
@@ -23,12 +23,11 @@ from api.machines import (
     utilisation_report,
 )
 from api.telemetry import downsample, wide_signal
+from api.window import From, To, window_bounds
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["machines"], responses=AUTHENTICATED)
-
-MAX_WINDOW = timedelta(days=400)
 
 
 class MachineStatus(BaseModel):
@@ -119,22 +118,6 @@ async def get_machine(principal: AnyRole, conn: Conn, machine: MachinePath) -> M
     return MachineDetail(**dict(row), alarms=[ActiveAlarm(**dict(a)) for a in alarms])
 
 
-From = Annotated[AwareDatetime, Query(alias="from", description="window start (with time zone)")]
-To = Annotated[AwareDatetime, Query(description="window end (with time zone)")]
-
-
-def _window(start: datetime, end: datetime) -> tuple[float, float, float]:
-    if start.year < 1970 or end.year > 9998:
-        raise InvalidInputError("the window must lie between 1970 and 9998", field="from")
-    if end <= start:
-        raise InvalidInputError("to must be after from", field="to")
-    if end - start > MAX_WINDOW:
-        raise InvalidInputError(f"the window may span at most {MAX_WINDOW.days} days", field="to")
-    # Nothing is known about the future: time after now is unknown, not idle.
-    until = min(end, datetime.now(UTC))
-    return start.timestamp(), end.timestamp(), max(until.timestamp(), start.timestamp())
-
-
 class ProgramTime(BaseModel):
     states: dict[str, float]
     unknown_s: float
@@ -177,7 +160,7 @@ async def utilisation(
 ) -> dict[str, Any]:
     """Seconds per execution state and unknown time in [from, to), with in-cycle utilisation."""
     ref = await resolve_machine(conn, principal, machine)
-    start, end, until = _window(from_, to)
+    start, end, until = window_bounds(from_, to)
     mid = await _mid(conn, ref)
     execution = await fetch_signal(conn, mid, "execution", from_, to)
     status = await fetch_signal(conn, mid, "status", from_, to)
@@ -224,7 +207,7 @@ async def cycles(
 ) -> dict[str, Any]:
     """Cycles starting in the window: program, start, end, duration_s, parts, status."""
     ref = await resolve_machine(conn, principal, machine)
-    start, end, until = _window(from_, to)
+    start, end, until = window_bounds(from_, to)
     mid = await _mid(conn, ref)
     streams = [
         await fetch_signal(conn, mid, signal, from_, to)
@@ -278,7 +261,7 @@ async def telemetry(
 ) -> dict[str, Any]:
     """Min, max and average of each signal per bucket, about `points` buckets over the window."""
     ref = await resolve_machine(conn, principal, machine)
-    _window(from_, to)
+    window_bounds(from_, to)
     names = list(dict.fromkeys(signals.split(",")))
     unknown = [s for s in names if not wide_signal(s)]
     if unknown:
@@ -329,7 +312,7 @@ async def events(
 ) -> list[EventPublic]:
     """Value events (execution, mode, program, tool, part counts, status...) in time order."""
     ref = await resolve_machine(conn, principal, machine)
-    _window(from_, to)
+    window_bounds(from_, to)
     mid = await _mid(conn, ref)
     rows = await conn.fetch(
         """SELECT ts, signal, value, value_num FROM event
@@ -366,7 +349,7 @@ async def alarms(
 ) -> list[AlarmPublic]:
     """Alarm history: every WARNING/FAULT condition open at some time in [from, to)."""
     ref = await resolve_machine(conn, principal, machine)
-    _window(from_, to)
+    window_bounds(from_, to)
     mid = await _mid(conn, ref)
     rows = await conn.fetch(
         """SELECT component, code, level, native_severity, text, opened_at, closed_at,
@@ -423,7 +406,7 @@ async def cycle_statistics(
 ) -> dict[str, Any]:
     """Cycle-time statistics per program over completed cycles, with robust outliers."""
     ref = await resolve_machine(conn, principal, machine)
-    start, end, until = _window(from_, to)
+    start, end, until = window_bounds(from_, to)
     mid = await _mid(conn, ref)
     streams = [
         await fetch_signal(conn, mid, signal, from_, to)
@@ -477,7 +460,7 @@ async def fleet_utilisation(
     site: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = None,
 ) -> dict[str, Any]:
     """Utilisation of every machine the key may see (or of one site), and of the whole fleet."""
-    start, end, until = _window(from_, to)
+    start, end, until = window_bounds(from_, to)
     machines = await conn.fetch(
         """SELECT id, site, machine FROM machine
             WHERE ($1::text IS NULL OR site = $1) AND ($2::text[] IS NULL OR site = ANY($2))
@@ -571,7 +554,7 @@ async def oee(
 ) -> dict[str, Any]:
     """ISO 22400-2 availability, effectiveness, quality and OEE with the time model, per group."""
     ref = await resolve_machine(conn, principal, machine)
-    start, end, until = _window(from_, to)
+    start, end, until = window_bounds(from_, to)
     mid = await _mid(conn, ref)
     execution = await fetch_signal(conn, mid, "execution", from_, to)
     status = await fetch_signal(conn, mid, "status", from_, to)
