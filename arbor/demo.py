@@ -56,6 +56,11 @@ def run_demo(settings: StackSettings, args: argparse.Namespace) -> int:
         print(f"  {'ingest':<11} running (pid {p.pid})  log {p.log}")
     else:
         missing.append("ingest")
+    if _have("alerts.cli"):
+        p = start_process(settings, "alerts", ["alerts"])
+        print(f"  {'alerts':<11} running (pid {p.pid})  log {p.log}")
+    else:
+        missing.append("alerts")
     if _have("simulators.cli"):
         factory = project_root() / "deploy" / "demo-factory.toml"
         p = start_process(
