@@ -96,5 +96,8 @@ if [ ! -x "$tools/bin/uv" ] || [ "$("$tools/bin/uv" --version | cut -d' ' -f2)" 
     "$tools/bin/pip" install -q --disable-pip-version-check "uv==$uv_version"
 fi
 # uv sync is a no-op when .venv already matches the lock; --frozen refuses to touch the lock.
-UV_PROJECT_ENVIRONMENT="$here/.venv" "$tools/bin/uv" sync --frozen --quiet --project "$here"
+# Bytecode compiled at install: this environment may forbid writing .pyc at run time, and every
+# process start would otherwise parse FastAPI, numpy and friends from source again.
+UV_PROJECT_ENVIRONMENT="$here/.venv" "$tools/bin/uv" sync --frozen --quiet --compile-bytecode \
+    --project "$here"
 log "ready: $("$here/.venv/bin/python" --version), $(mosquitto -h 2>/dev/null | head -n1 | sed 's/ (build.*//'), PostgreSQL $("$pg_config" --version | cut -d' ' -f2)"

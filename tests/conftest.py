@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -82,10 +83,29 @@ def fresh_database(database_url: str, request: pytest.FixtureRequest) -> Iterato
     try:
         yield _with_database(database_url, name)
     finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(database_url, name)
+
+
+def drop_database(database_url: str, name: str, timeout_s: float = 30.0) -> None:
+    """Drop a test database, waiting out TimescaleDB's background workers.
+
+    Its job scheduler connects to each database as the bootstrap superuser; the `arbor` role may not
+    terminate that session (InsufficientPrivilege), so retry until the worker has let go.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 @pytest.fixture(scope="session")

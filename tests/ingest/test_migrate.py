@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from ingest.migrate import Migration, MigrationError, apply_migrations, load_migrations
+from tests.conftest import drop_database
 
 pytestmark = pytest.mark.services
 
@@ -96,10 +97,7 @@ def test_concurrent_runs_apply_each_migration_once(database_url: str) -> None:
         assert errors == []
         assert sorted(applied) == [m.version for m in load_migrations()]
     finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(database_url, name)
 
 
 def test_broken_migration_rolls_back_and_names_itself(fresh_database: str) -> None:
