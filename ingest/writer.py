@@ -51,8 +51,18 @@ UPDATE machine SET online = $2, status = CASE WHEN $2 THEN 'online' ELSE 'offlin
        status_since = $3, session = CASE WHEN $2 THEN $4 ELSE session END,
        controller = coalesce($5::jsonb, controller), source = $6,
        last_seen = greatest(last_seen, $3)
-WHERE id = $1 AND (status_since IS NULL OR status_since <= $3)
-  AND ($2 OR session IS NULL OR session = $4)
+WHERE id = $1 AND CASE
+    -- A birth carries the machine's clock: it wins unless its session has already ended or a
+    -- session born later exists (both compared on that same clock).
+    WHEN $2 THEN NOT EXISTS (
+        SELECT 1 FROM machine_session ms
+        WHERE ms.machine_id = $1
+          AND ((ms.session = $4 AND ms.ended_at IS NOT NULL)
+               OR (ms.session <> $4 AND ms.born_at > $3)))
+    -- A death (a Last Will is stamped on arrival, by our clock) ends only the current session:
+    -- comparing it with a birth time would mix two clocks.
+    ELSE session IS NULL OR session = $4
+END
 """
 _SESSION_BORN_SQL = """
 INSERT INTO machine_session (machine_id, session, born_at) VALUES ($1, $2, $3)

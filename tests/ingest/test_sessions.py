@@ -1,0 +1,144 @@
+"""Machine status across sessions: births carry the machine's clock, Last Wills their arrival.
+
+A controller that restarts publishes a new birth while the broker may still be about to deliver the
+old connection's Last Will; the old death must not take the new session offline, whichever of the
+two ingest hears first, and a machine whose clock runs ahead must still go offline when it dies.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ingest.migrate import apply_migrations
+from protocol import Controller, Status, encode
+from tests.conftest import MqttSettings
+from tests.ingest.helpers import Publisher, scalar, start_worker, wait_ready, wait_until, worker_env
+from tests.servers import free_port
+
+pytestmark = pytest.mark.services
+
+_STATE = (
+    "SELECT status || ':' || coalesce(session, '-') FROM machine WHERE site = %s AND machine = %s"
+)
+
+
+def _status(session: str, online: bool, ts: datetime) -> bytes:
+    controller = Controller(vendor="i5", model="M8", kind="five_axis_mc")
+    return encode(Status(online=online, ts=ts, session=session, controller=controller))
+
+
+@pytest.fixture(scope="module")
+def db(fresh_database: str) -> str:
+    apply_migrations(fresh_database)
+    return fresh_database
+
+
+@pytest.fixture(scope="module")
+def pub(mqtt_settings: MqttSettings) -> Iterator[Publisher]:
+    p = Publisher(
+        mqtt_settings.host, mqtt_settings.port, mqtt_settings.username, mqtt_settings.password
+    )
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def worker(db: str, mqtt_settings: MqttSettings, unique_site: str, pub: Publisher) -> Iterator[int]:
+    port = free_port()
+    env = worker_env(
+        db,
+        mqtt_settings.url,
+        unique_site,
+        f"ingest-{secrets.token_hex(3)}",
+        ARBOR_INGEST_METRICS_PORT=str(port),
+        ARBOR_INGEST_BATCH_MAX_AGE_S="0.05",
+    )
+    # wait_ready counts messages: a retained probe is the first thing the worker hears.
+    probe = f"arbor/v1/{unique_site}/probe/status"
+    pub.publish(probe, _status("probe-1", True, datetime.now(UTC)), retain=True)
+    pub.flush()
+    proc = start_worker(env)
+    try:
+        wait_ready(port)
+        yield port
+    finally:
+        pub.publish(probe, b"", retain=True)
+        pub.flush()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _publish(pub: Publisher, topic: str, payload: bytes) -> None:
+    pub.publish(topic, payload)
+    pub.flush()
+
+
+def test_old_last_will_after_new_birth_keeps_machine_online(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    site, m = unique_site, "restart-a"
+    topic = f"arbor/v1/{site}/{m}/status"
+    now = datetime.now(UTC)
+    _publish(pub, topic, _status("old", True, now - timedelta(minutes=5)))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "online:old", what="old session online")
+    _publish(pub, topic, _status("new", True, now - timedelta(seconds=1)))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "online:new", what="new session online")
+    # The broker delivers the dead connection's Will late: stamped on arrival, after the birth.
+    _publish(pub, topic, _status("old", False, now - timedelta(minutes=5)))
+    ended = "SELECT count(*) FROM machine_session WHERE session = 'old' AND ended_at IS NOT NULL"
+    wait_until(lambda: scalar(db, ended) == 1, what="old session ended")
+    assert scalar(db, _STATE, site, m) == "online:new"
+
+
+def test_new_birth_heard_after_old_last_will_takes_machine_online(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    site, m = unique_site, "restart-b"
+    topic = f"arbor/v1/{site}/{m}/status"
+    now = datetime.now(UTC)
+    _publish(pub, topic, _status("old", True, now - timedelta(minutes=5)))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "online:old", what="old session online")
+    _publish(pub, topic, _status("old", False, now - timedelta(minutes=5)))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "offline:old", what="old session offline")
+    # The new birth was stamped by the machine before ingest heard the old Will.
+    _publish(pub, topic, _status("new", True, now - timedelta(seconds=30)))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "online:new", what="new session online")
+
+
+def test_machine_with_clock_ahead_still_goes_offline(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    site, m = unique_site, "fast-clock"
+    topic = f"arbor/v1/{site}/{m}/status"
+    ahead = datetime.now(UTC) + timedelta(minutes=2)
+    _publish(pub, topic, _status("s1", True, ahead))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "online:s1", what="online")
+    _publish(pub, topic, _status("s1", False, ahead))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "offline:s1", what="offline")
+
+
+def test_late_birth_of_an_ended_session_changes_nothing(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    site, m = unique_site, "replayed"
+    topic = f"arbor/v1/{site}/{m}/status"
+    now = datetime.now(UTC)
+    _publish(pub, topic, _status("s1", True, now - timedelta(seconds=20)))
+    _publish(pub, topic, _status("s1", False, now - timedelta(seconds=20)))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "offline:s1", what="offline")
+    _publish(pub, topic, _status("s1", True, now - timedelta(seconds=20)))  # a redelivered birth
+    _publish(pub, topic, _status("probe", True, now - timedelta(minutes=10)))
+    wait_until(
+        lambda: scalar(db, "SELECT count(*) FROM machine_session WHERE session = 'probe'") == 1,
+        what="the probe birth processed",
+    )
+    # An older-born session does not displace a later one, and s1 stays ended.
+    assert scalar(db, _STATE, site, m) == "offline:s1"
