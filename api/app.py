@@ -28,6 +28,7 @@ from api.routes import (
     audit,
     calendars,
     catalogue,
+    dashboard,
     downtime,
     machines,
     operations,
@@ -134,5 +135,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for prefix, router in ROUTERS:
         app.include_router(router, prefix=prefix)
         templates |= {r.endpoint: prefix + r.path for r in router.routes if isinstance(r, APIRoute)}
+    app.include_router(dashboard.router)  # the web dashboard at / (not an API route)
     app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
     return app
