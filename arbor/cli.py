@@ -146,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--rate", type=float, default=2.0, help="simulated samples per second per machine (2)"
     )
+    d.add_argument("--api-port", type=int, default=8080, help="where the API listens (8080)")
     for name, (_module, help_text) in _PROCESSES.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return p
