@@ -7,6 +7,7 @@ processes (`arbor status` lists them, `arbor down` stops everything).
 from __future__ import annotations
 
 import argparse
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,35 @@ def _wait_http(url: str, timeout_s: float) -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback URL
                 if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+_INGEST_METRICS_PORT = 9108
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((API_HOST, port)) != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((API_HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_subscribed(metrics_port: int, timeout_s: float) -> bool:
+    """Poll ingest's readiness gauge (arbor_ingest_subscribed) on its Prometheus endpoint."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            url = f"http://{API_HOST}:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if "arbor_ingest_subscribed 1.0" in resp.read().decode():
                     return True
         except (urllib.error.URLError, OSError):
             pass
@@ -65,8 +95,19 @@ def run_demo(settings: StackSettings, args: argparse.Namespace) -> int:
     factory = project_root() / "deploy" / "demo-factory.toml"
     # Real time from now: the dashboard shows live machines, not a replayed past.
     now = ["--start", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    # Ingest first, and the factory only once ingest's subscription stands: the broker keeps
+    # messages for a subscription that exists, not for one that is about to.
+    metrics_port = _INGEST_METRICS_PORT if _port_free(_INGEST_METRICS_PORT) else _free_port()
+    p = start_process(
+        settings,
+        "ingest",
+        ["ingest", "--workers", "1"],
+        env={"ARBOR_INGEST_METRICS_PORT": str(metrics_port)},
+    )
+    print(f"  {'ingest':<11} running (pid {p.pid})  metrics :{metrics_port}, log {p.log}")
+    if not _wait_subscribed(metrics_port, 90):
+        raise ArborError(f"ingest did not subscribe within 90 s; see {p.log}")
     processes = {
-        "ingest": ["ingest", "--workers", "1"],
         "alerts": ["alerts"],
         "sim": ["sim", "--factory", str(factory), "--rate", str(args.rate), "--speedup", "1", *now],
         "api": ["api", "--host", API_HOST, "--port", str(args.api_port)],

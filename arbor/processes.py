@@ -53,8 +53,13 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def start_process(settings: StackSettings, name: str, argv: list[str]) -> ManagedProcess:
-    """Start `arbor <argv>` detached unless a process of that name already runs."""
+def start_process(
+    settings: StackSettings, name: str, argv: list[str], env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """Start `arbor <argv>` detached unless a process of that name already runs.
+
+    `env` adds to (and overrides) this process's environment.
+    """
     run_dir, log_dir = _run_dir(settings), _log_dir(settings)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +75,7 @@ def start_process(settings: StackSettings, name: str, argv: list[str]) -> Manage
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=os.environ.copy(),
+            env={**os.environ, **(env or {})},
         )
     pid_file.write_text(f"{proc.pid}\n")
     return ManagedProcess(name, proc.pid, True, log)

@@ -44,6 +44,11 @@ class IngestMetrics:
             "arbor_ingest_lag_seconds", "Age of the oldest received, uncommitted message",
             registry=r,
         )  # fmt: skip
+        self.subscribed = Gauge(
+            "arbor_ingest_subscribed",
+            "1 once the broker acknowledged the worker's subscriptions (readiness), 0 otherwise",
+            registry=r,
+        )
         self.pending = Gauge(
             "arbor_ingest_unacked_messages", "Messages received and not yet acked", registry=r
         )

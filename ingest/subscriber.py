@@ -81,6 +81,9 @@ class Subscriber:
         self._wake_pending = False
         self._lock = threading.Lock()
         self.generation = 0
+        # True from the broker's SUBACK until a disconnect: from then on nothing published under
+        # our filters is missed, which is what readiness means for a store-everything consumer.
+        self.subscribed = False
         ep = settings.mqtt
         client = _BufferedClient(
             CallbackAPIVersion.VERSION2,
@@ -92,6 +95,7 @@ class Subscriber:
             client.username_pw_set(ep.username, ep.password)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.reconnect_delay_set(1, 5)
         client.max_queued_messages_set(0)
@@ -111,7 +115,15 @@ class Subscriber:
                  self.generation)  # fmt: skip
         self._loop.call_soon_threadsafe(self.connected.set)
 
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+        refused = [str(rc) for rc in codes if rc.is_failure]
+        if refused:
+            log.error("MQTT subscription refused: %s", ", ".join(refused))
+            return
+        self.subscribed = True
+
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.subscribed = False
         log.warning("MQTT disconnected: %s", rc)
         self._loop.call_soon_threadsafe(self.connected.clear)
 

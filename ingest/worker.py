@@ -65,6 +65,7 @@ class Worker:
             server, _thread = start_http_server(port, "127.0.0.1", registry=self.metrics.registry)
         sub = Subscriber(self.settings, loop)
         self._sub = sub
+        self.metrics.subscribed.set_function(lambda: 1.0 if sub.subscribed else 0.0)
         decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(maxsize=2)
         await self._connect_db()
         sub.start()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from arbor.config import StackSettings
@@ -114,3 +117,58 @@ def test_up_twice_then_down_leaves_nothing_behind(private_stack: dict[str, str])
             assert s.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still open"
     stopped = _arbor("status", env=env)
     assert stopped.returncode == 3  # a script can tell "not running" from "running"
+
+
+def _get_json(url: str, key: str) -> object:
+    resp = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_demo_shows_a_live_factory_and_down_stops_it_all(private_stack: dict[str, str]) -> None:
+    env = private_stack
+    port = _free_port()
+    demo = subprocess.run(
+        [*ARBOR, "demo", "--api-port", str(port), "--rate", "1"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    lines = demo.stdout.strip().splitlines()
+    assert lines[-1] == f"Dashboard: http://127.0.0.1:{port}/"
+    assert lines[-2].startswith("Admin API key (shown once): arbor_")
+    key = lines[-2].rsplit(" ", 1)[1]
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", demo.stdout)]
+    assert len(pids) == 6  # two servers, ingest, alerts, simulator, API
+
+    # The simulated factory reaches the API through MQTT, ingest and TimescaleDB.
+    url = f"http://127.0.0.1:{port}/api/v1/machines?site=demo"
+    deadline = time.monotonic() + 120
+    live: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        machines = _get_json(url, key)
+        assert isinstance(machines, list)
+        live = [m for m in machines if m["status"] == "online" and m["execution"] is not None]
+        if len(machines) == 20 and len(live) == 20:
+            break
+        time.sleep(1)
+    assert len(live) == 20, f"only {len(live)} of 20 demo machines live"
+
+    down = _arbor("down", env=env)
+    assert down.returncode == 0, down.stderr
+    for name in ("ingest", "alerts", "sim", "api", "Mosquitto", "PostgreSQL"):
+        assert f"stopped {name}" in down.stdout
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+    assert alive == []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
