@@ -88,7 +88,7 @@ def _finish(
             "shdr": verdict.totals("shdr"),
             "ledger_duplicates": verdict.ledger_duplicates,
             "dead_letters": verdict.dead_letters,
-            "problems": verdict.problems[:20],
+            "problems": verdict.problems_of("i5")[:10] + verdict.problems_of("shdr")[:10],
             "n_problems": len(verdict.problems),
             "load": os.getloadavg(),
         }

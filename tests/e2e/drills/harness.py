@@ -70,7 +70,8 @@ _FACTORY_TOML = """\
 site = "{site}"
 [calendar]
 workdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-shifts = [{{name = "a", start = "00:00", end = "12:00"}}, {{name = "b", start = "12:00", end = "00:00"}}]
+shifts = [{{name = "a", start = "00:00", end = "12:00"}},
+          {{name = "b", start = "12:00", end = "00:00"}}]
 breaks = []
 {groups}
 """
@@ -453,6 +454,9 @@ class Verdict:
     dead_letters: dict[str, int]
     ledger_duplicates: int
 
+    def problems_of(self, kind: str) -> list[str]:
+        return [p for mc in self.machines.values() if mc.kind == kind for p in mc.problems]
+
     @property
     def problems(self) -> list[str]:
         out = [p for mc in self.machines.values() for p in mc.problems]
@@ -540,7 +544,7 @@ def verify(
         gaps[machine].append((session, first, last, filled))
     checks: dict[str, MachineCheck] = {}
     ledger_dups = 0
-    for machine, by_session in seqs.items():
+    for by_session in seqs.values():
         for s in by_session.values():
             ledger_dups += len(s) - len(set(s))
 
