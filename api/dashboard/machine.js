@@ -1,0 +1,152 @@
+// Machine page: live status, telemetry charts (zoom = refetch with server-side downsampling),
+// the execution-state timeline, cycles with per-program statistics, tool life, alarms, accuracy.
+import { get } from "./api.js";
+import { stateTimeline, timeChart } from "./chart.js";
+import {
+  STATE_LABEL, boardState, duration, errorBox, fill, h, lastHours, num, pct, since, table, when,
+} from "./util.js";
+
+const CHARTS = [
+  { title: "Spindle", signals: [["spindle_load", "load", "%"], ["spindle_speed", "speed", "rpm"]] },
+  { title: "Feed", signals: [["feedrate", "feed", "mm/min"]] },
+  { title: "Overrides", signals: [["feed_override", "feed override", "%"], ["spindle_override", "spindle override", "%"]] },
+];
+const RANGES = [["1 h", 1], ["8 h", 8], ["24 h", 24], ["7 d", 168]];
+const LIVE_MS = 10_000;
+
+function section(title, id, ...body) {
+  return h("section.panel", { "aria-labelledby": id }, h("h2", { id }, title), ...body);
+}
+
+async function loadInto(el, promise, build) {
+  try { fill(el, build(await promise)); } catch (exc) { fill(el, errorBox(exc)); }
+}
+
+export async function render(main, { arg }) {
+  const ref = arg;
+  const enc = encodeURIComponent(ref);
+  const head = h("div.machine-head");
+  const rangeButtons = h("div.range", { role: "group", "aria-label": "Time range" });
+  const charts = h("div.charts");
+  const timeline = h("div.timeline-wrap");
+  const cycles = h("div"); const stats = h("div"); const tools = h("div");
+  const alarms = h("div"); const accuracy = h("div");
+  fill(main, h("section.machine",
+    h("p.crumbs", h("a", { href: "#/board" }, "Status board"), " / ", ref),
+    head,
+    h("div.toolbar", h("span.muted", "Drag on a chart to zoom (the server downsamples each span), double-click to reset."), rangeButtons),
+    section("Execution state", "h-timeline", timeline),
+    charts,
+    h("div.cols",
+      section("Cycles", "h-cycles", cycles),
+      section("Per-program statistics", "h-stats", stats)),
+    h("div.cols",
+      section("Tool life", "h-tools", tools),
+      section("Alarm history", "h-alarms", alarms)),
+    section("Accuracy history", "h-acc", accuracy)));
+
+  let destroyers = [];
+  let hours = 8;
+  let span = lastHours(hours);
+  let zoomed = false;
+
+  const detail = async () => {
+    try {
+      const m = await get(`machines/${enc}`);
+      const state = boardState(m);
+      fill(head,
+        h("h1", `${m.site} : ${m.machine}`),
+        h("span.badge", { class: `badge s-${state}` }, STATE_LABEL[state]),
+        h("dl.facts",
+          h("dt", "Execution"), h("dd#f-execution", m.execution || "–"),
+          h("dt", "Mode"), h("dd", m.mode || "–"),
+          h("dt", "Program"), h("dd#f-program", m.program || "–"),
+          h("dt", "Parts"), h("dd#f-parts", num(m.part_count)),
+          h("dt", "Status"), h("dd", `${m.status} for ${since(m.status_since)}`),
+          h("dt", "Last seen"), h("dd", when(m.last_seen)),
+          h("dt", "Controller"), h("dd", [m.controller?.vendor, m.controller?.model].filter(Boolean).join(" ") || "–")),
+        m.alarms.length ? h("ul.alarms-now", m.alarms.map((a) => h("li", { class: `lvl-${a.level}` }, `${a.level} ${a.code || ""} ${a.text || ""} (${since(a.opened_at)})`))) : null);
+    } catch (exc) {
+      fill(head, h("h1", ref), errorBox(exc));
+    }
+  };
+
+  const drawCharts = async () => {
+    for (const d of destroyers) d.destroy();
+    destroyers = [];
+    const signals = CHARTS.flatMap((c) => c.signals.map(([s]) => s)).join(",");
+    const from = span.from; const to = span.to;
+    try {
+      const [t, events] = await Promise.all([
+        get(`machines/${enc}/telemetry`, { signals, from, to, points: 600 }),
+        get(`machines/${enc}/events`, { signals: "execution", from, to, limit: 10000 }),
+      ]);
+      fill(charts);
+      const ts = t.t.map((x) => Date.parse(x) / 1000);
+      for (const c of CHARTS) {
+        const el = h("div.chart", { role: "img", "aria-label": `${c.title}, ${when(from)} to ${when(to)}, ${t.bucket_s} s buckets` });
+        charts.append(section(`${c.title}`, `h-${c.title.toLowerCase()}`, h("p.muted.small", `${ts.length} buckets of ${t.bucket_s} s from ${t.sources.join(", ")}`), el));
+        destroyers.push(timeChart(el, {
+          t: ts,
+          series: c.signals.map(([s, label, unit]) => ({ label, unit, values: t.series[s]?.avg || ts.map(() => null) })),
+          onZoom: (a, b) => { zoomed = true; span = { from: new Date(a * 1000).toISOString(), to: new Date(b * 1000).toISOString() }; drawCharts(); },
+          onReset: () => { zoomed = false; span = lastHours(hours); drawCharts(); },
+        }));
+      }
+      destroyers.push(stateTimeline(timeline, events, Date.parse(from), Date.parse(to)));
+    } catch (exc) {
+      fill(charts, errorBox(exc));
+    }
+  };
+
+  const tables = () => {
+    const w = span;
+    loadInto(cycles, get(`machines/${enc}/cycles`, w), (r) => table([
+      ["Program", (c) => c.program || "–"], ["Start", (c) => when(c.start)], ["Duration", (c) => duration(c.duration_s), "num"],
+      ["Active", (c) => duration(c.active_s), "num"], ["Parts", (c) => num(c.parts), "num"], ["Status", (c) => c.status],
+    ], r.cycles.slice(-200).reverse(), { empty: "No cycles in this span." }));
+    loadInto(stats, get(`machines/${enc}/cycles/stats`, w), (r) => table([
+      ["Program", (p) => p.program], ["Cycles", (p) => p.count, "num"], ["Median", (p) => duration(p.median), "num"],
+      ["Robust σ", (p) => duration(p.spread_mad), "num"], ["p10–p90", (p) => `${duration(p.p10)} – ${duration(p.p90)}`, "num"],
+      ["Parts/cycle", (p) => num(p.parts_per_cycle), "num"], ["Outliers", (p) => p.outliers.length, "num"],
+    ], r.programs, { empty: "No completed cycles in this span." }));
+    loadInto(alarms, get(`machines/${enc}/alarms`, { ...w, limit: 200 }), (rows) => table([
+      ["Opened", (a) => when(a.opened_at)], ["Level", (a) => h("span", { class: `lvl-${a.level}` }, a.level)],
+      ["Code", (a) => a.code || "–"], ["Text", (a) => a.text || ""], ["Duration", (a) => (a.closed_at ? duration(a.duration_s) : "open"), "num"],
+    ], rows.slice().reverse(), { empty: "No alarms in this span." }));
+  };
+
+  const toolLife = () => loadInto(tools, get(`machines/${enc}/tools`), (rows) => rows.length ? h("ul.tools", rows.map((t) => {
+    const used = t.used_fraction ?? null;
+    return h("li", { class: t.in_spindle ? "in-spindle" : null },
+      h("span.tool-name", `T${t.tool}${t.in_spindle ? " ●" : ""}`),
+      h("span.bar", { role: "meter", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": used === null ? 0 : Math.round(used * 100), "aria-label": `tool ${t.tool} life used` },
+        h("i", { class: `st-${t.status || "none"}`, style: `width:${used === null ? 0 : Math.min(100, used * 100)}%` })),
+      h("span.small", used === null ? `${num(t.minutes_in_cut)} min in cut, no limit` : `${pct(used)} · ${num(t.remaining_minutes)} min left`),
+      h("span.small.muted", t.predicted_change_at ? `change ≈ ${when(t.predicted_change_at)}` : ""));
+  })) : h("p.muted", "No tools seen in the last 90 days."));
+
+  const accuracyHistory = () => loadInto(accuracy, get(`machines/${enc}/accuracy`, { limit: 20 }), (rows) => table([
+    ["When", (r) => when(r.created_at)], ["Kind", (r) => r.kind], ["Axis", (r) => r.axis || "–"], ["Label", (r) => r.label || ""],
+    ["Result", (r) => h("span", { class: r.passed === null ? "muted" : r.passed ? "pass" : "fail" }, r.passed === null ? "no tolerance" : r.passed ? "pass" : "FAIL")],
+    ["", (r) => h("a", { href: `#/accuracy/${encodeURIComponent(ref)}?report=${r.id}` }, "report")],
+  ], rows, { empty: "No accuracy checks yet." }));
+
+  fill(rangeButtons, RANGES.map(([label, hrs]) => h("button", {
+    type: "button", "aria-pressed": String(hrs === hours),
+    onclick: (e) => {
+      hours = hrs; zoomed = false; span = lastHours(hours);
+      for (const b of rangeButtons.children) b.setAttribute("aria-pressed", String(b === e.currentTarget));
+      drawCharts(); tables();
+    },
+  }, label)));
+
+  await Promise.all([detail(), drawCharts()]);
+  tables(); toolLife(); accuracyHistory();
+  const live = setInterval(() => {
+    detail();
+    if (!zoomed) { span = lastHours(hours); drawCharts(); }
+  }, LIVE_MS);
+  return () => { clearInterval(live); for (const d of destroyers) d.destroy(); };
+}
+
