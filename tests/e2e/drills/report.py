@@ -156,6 +156,49 @@ _TAIL = """\
   good line must land as a sample at its own timestamp and the gateway must stay up.
   (Fuzzed `* PONG` lines are left out: they legitimately change the heartbeat.)
 
+## What the drills found (2026-11-21, main at the time of the run)
+
+A failing row above is a finding, not a flaky test; the assertions stay as they are.
+
+1. **Simulated i5 controllers never reconnect** (`simulators/mqtt_publisher.py`). The transport
+   drives paho by hand (`loop_read/loop_write/loop_misc`), which never reconnects; after a broker
+   restart every i5 machine keeps "publishing" into a dead connection (`MQTT_ERR_NO_CONN` is
+   accepted and counted) until the run ends, and the truth counts those messages as sent.
+   Reproduce: `test_broker_restart`; `sim-i5.log` shows `connection ... lost` and nothing after.
+2. **Mosquitto 2.0.11 forgets shared subscriptions of offline sessions across a restart.** A QoS 1
+   message published after the broker is back but before ingest has reconnected is not queued
+   for `$share/ingest/...` (it is for a plain subscription of the same persistent session), so
+   what the gateway sends in that window is acknowledged by the broker and lost. Reproduce:
+   persistent session (clean_start false, expiry 600 s) subscribed to `$share/g/t/#`, disconnect,
+   restart Mosquitto (persistence on), publish QoS 1 to `t/x`, reconnect with the same client id:
+   nothing arrives; the same with `t/#` delivers it. Affects ingest's design (ARCHITECTURE.md's
+   shared subscriptions) on this broker: in the drill the gateway reconnected and replayed
+   before the ingest workers had resubscribed.
+3. **An ingest worker exits when PostgreSQL is killed** (`ingest/worker.py` `_commit`): asyncpg
+   raises `InternalClientError: cannot switch to state 15; another operation (2) is in progress`
+   from `conn.transaction()`; it is neither `PostgresError`, `OSError`, `TimeoutError` nor
+   `InterfaceError`, so it escapes the retry loop, the TaskGroup fails and the process ends.
+   Both workers died; nothing after the fault was stored. Reproduce: `test_database_restart`
+   (`PrivateDatabase.stop(mode="kill")` while two workers commit), see `ingest0.log`.
+4. **Duplicate sample timestamps after an SHDR reconnect** (`simulators/shdr_adapter.py`): the
+   adapter stamps the snapshot it sends a new reader with `fleet.time`, the time of the *next*
+   tick, while it holds the values of the last one; the next tick's line then carries the same
+   timestamp and the gateway emits a second sample at that instant (two `sample` rows for one
+   machine and timestamp, different values). Reproduce: step a `Fleet` 4,000 ticks, take
+   `ShdrLines.snapshot(fleet.time)`, step until a line is produced: both start
+   `2025-03-03T06:06:40.000Z`. Seen in `test_gateway_sigkill` (1 per SHDR machine).
+5. **A session's lost head is never recorded as a gap** (`ingest/jobs.py` `_GAPS_SQL`): gaps are
+   found between consecutive stored seqs only, so when seq 0..k of a session are lost (here the
+   gateway's full buffer dropped a new session's first messages) no `sequence_gap` row says so.
+   Reproduce: `test_gateway_disk_buffer_full`.
+6. **A Sparkplug metric timestamp of 2^62 ms becomes an `internal` dead letter** (`OverflowError:
+   Python int too large to convert to C int` in the decoder): handled, but `internal` is not a
+   documented kind (docs/ingest.md); it should be `timestamp_range` or `sparkplug_decode`.
+   Reproduce: `test_sparkplug_fuzz` node with `Metric(..., timestamp=2**62)`.
+7. Minor: a malformed `status` message is dead-lettered twice (ingest's non-shared status
+   subscription and the shared one both deliver it); see the dead-letter counts of the status
+   and raw-bytes rows above.
+
 ## Not covered yet
 
 MQTT TLS and API TLS, secrets-in-logs checks, per-key rate limits, the broker ACL matrix and
