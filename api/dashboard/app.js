@@ -16,9 +16,9 @@ let cleanup = null;
 let generation = 0;
 
 function parseHash() {
-  const [name = "board", ...rest] = location.hash.replace(/^#\/?/, "").split("/");
-  const [path, query = ""] = rest.join("/").split("?");
-  return { name: name.split("?")[0] || "board", arg: decodeURIComponent(path || ""), query: new URLSearchParams(query) };
+  const [path, query = ""] = location.hash.replace(/^#\/?/, "").split("?");
+  const [name = "board", ...rest] = path.split("/");
+  return { name: name || "board", arg: decodeURIComponent(rest.join("/")), query: new URLSearchParams(query) };
 }
 
 function renderNav(active) {

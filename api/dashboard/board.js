@@ -10,13 +10,25 @@ const SPARK_REFRESH_MS = 60_000;
 /** Figures for tests and the closing note: first render and live update handling times (ms). */
 const perf = (window.__arborBoard = { firstRenderMs: null, updates: 0, lastUpdateMs: null, maxUpdateMs: 0, tiles: 0 });
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function sparkSvg() {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.classList.add("spark");
+  svg.setAttribute("viewBox", "0 0 100 24");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "spindle load: no data yet");
+  return svg;
+}
+
 function tile(m) {
   const state = boardState(m);
   const el = h("a.tile", { href: `#/machine/${encodeURIComponent(key(m))}`, dataset: { key: key(m) } },
     h("div.tile-head", h("span.tile-name", m.machine), h("span.tile-state")),
     h("div.tile-prog"),
     h("div.tile-row", h("span.tile-parts"), h("span.tile-since")),
-    h("svg.spark", { viewBox: "0 0 100 24", preserveAspectRatio: "none", "aria-hidden": "true" }),
+    sparkSvg(),
     h("div.tile-alarms"));
   el.__state = state;
   update(el, m);
@@ -45,7 +57,7 @@ function drawSpark(svg, values) {
   if (finite.length < 2) { svg.replaceChildren(); return; }
   const max = Math.max(100, ...finite);
   const pts = values.map((v, i) => (v === null ? null : `${(i / (values.length - 1)) * 100},${24 - (v / max) * 22 - 1}`)).filter(Boolean);
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  const line = document.createElementNS(SVG, "polyline");
   line.setAttribute("points", pts.join(" "));
   svg.replaceChildren(line);
   svg.setAttribute("aria-label", `spindle load, last ${SPARK_MINUTES} min, max ${Math.round(Math.max(...finite))} %`);
@@ -102,13 +114,13 @@ export async function render(main, { query }) {
   let spark = null;
 
   const applyFilter = () => {
-    const q = search.value.trim().toLowerCase();
+    const terms = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     const show = new Set(filters.map((f) => f.querySelector("input")).filter((i) => i.checked).map((i) => i.value));
     let shown = 0;
     const counts = Object.fromEntries(Object.keys(STATE_LABEL).map((s) => [s, 0]));
     for (const el of tiles.values()) {
       counts[el.dataset.state]++;
-      const visible = show.has(el.dataset.state) && (!q || el.dataset.search.includes(q));
+      const visible = show.has(el.dataset.state) && terms.every((t) => el.dataset.search.includes(t));
       el.hidden = !visible;
       if (visible) shown++;
     }
