@@ -33,11 +33,13 @@ from api.routes import (
     machines,
     operations,
     programs,
+    stream,
     tools,
 )
 from api.state import ApiState
+from api.stream import StreamHub
 
-__all__ = ["API_PREFIX", "ROUTERS", "create_app"]
+__all__ = ["API_PREFIX", "ROUTERS", "WEBSOCKET_ROUTERS", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (API_PREFIX, audit.router),
     (API_PREFIX, alerts.router),
 ]
+
+#: WebSocket routers (not in the OpenAPI document; they authenticate in the handler, see
+#: api/routes/stream.py, and tests/api/test_stream.py checks every role).
+WEBSOCKET_ROUTERS: list[tuple[str, APIRouter]] = [(API_PREFIX, stream.router)]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -105,12 +111,21 @@ def create_app(settings: ApiSettings) -> FastAPI:
             # a little (the API serves without it and /healthz says so).
             if not await broker.wait_connected(min(3.0, settings.api_mqtt_timeout_s)):
                 log.warning("broker %s not reachable yet; continuing without it", broker.endpoint)
+        hub: StreamHub | None = None
+        if settings.mqtt_url:
+            hub = StreamHub(
+                settings.mqtt_url,
+                silence_timeout_s=settings.api_stream_silence_timeout_s,
+                queue_samples=settings.api_stream_queue_samples,
+            )
+            hub.start()
         state = ApiState(
             settings=settings,
             pool=pool,
             broker=broker,
             limiter=RateLimiter(settings.api_rate_per_s, settings.api_rate_burst),
             metrics=metrics,
+            stream=hub,
         )
         replies = asyncio.create_task(_reply_loop(state), name="reply_loop") if broker else None
         try:
@@ -122,6 +137,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
                     await replies
             if broker is not None:
                 await broker.stop()
+            if hub is not None:
+                await hub.stop()
             await pool.close()
 
     app = FastAPI(
@@ -136,5 +153,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.include_router(router, prefix=prefix)
         templates |= {r.endpoint: prefix + r.path for r in router.routes if isinstance(r, APIRoute)}
     app.include_router(dashboard.router)  # the web dashboard at / (not an API route)
+    for prefix, router in WEBSOCKET_ROUTERS:
+        app.include_router(router, prefix=prefix)
     app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
     return app

@@ -36,6 +36,20 @@ class ApiSettings(BaseSettings):
     api_pool_max: Annotated[int, Field(ge=1)] = 10
     api_db_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     api_mqtt_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    api_stream_rate_hz: Annotated[float, Field(gt=0, le=100)] = Field(
+        default=2.0, description="telemetry frames per second per stream client, at most"
+    )
+    api_stream_queue_samples: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=256, description="samples kept per machine and signal for a client (drop oldest)"
+    )
+    api_stream_send_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=5.0, description="a stream client not taking a message for this long is closed"
+    )
+    api_stream_max_machines: Annotated[int, Field(ge=1)] = 5000
+    api_stream_auth_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    api_stream_silence_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="online but silent this long -> unknown (as ingest's setting)"
+    )
     api_max_program_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 16 * 1024 * 1024
 
     @field_validator("database_url")

@@ -48,6 +48,7 @@ __all__ = [
     "PublicRoute",
     "RoleGuard",
     "ShopFloor",
+    "authenticate",
     "require_roles",
     "resolve_machine",
 ]
@@ -94,6 +95,50 @@ class Principal:
         return f"{self.name} ({self.key_id})"
 
 
+async def authenticate(api: ApiState, key: str, roles: frozenset[Role]) -> Principal:
+    """The caller holding `key`, admitted only in `roles`, after one token of its rate limit.
+
+    Raises `UnauthorizedError` (malformed, unknown or revoked key), `RateLimitedError`,
+    `ForbiddenError` (role) or `UnavailableError` (database). The WebSocket stream, which cannot
+    use the bearer header, calls this directly.
+    """
+    key_id = key_id_of(key)
+    if key_id is None:
+        raise UnauthorizedError("the API key is malformed", code="invalid_key")
+    try:
+        row = await asyncio.wait_for(
+            api.pool.fetchrow(
+                "SELECT name, role, sites, key_hash, revoked_at FROM api_key WHERE id = $1",
+                key_id,
+            ),
+            api.settings.api_db_timeout_s,
+        )
+    except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
+        raise UnavailableError(
+            f"the database is unreachable: {exc}", code="database_unavailable"
+        ) from exc
+    if row is None or not matches(key, row["key_hash"]):
+        raise UnauthorizedError("unknown API key", code="invalid_key")
+    if row["revoked_at"] is not None:
+        raise UnauthorizedError("this API key was revoked", code="revoked_key")
+    wait = api.limiter.acquire(key_id)
+    if wait > 0:
+        raise RateLimitedError(
+            f"rate limit of {api.limiter.rate_per_s:g}/s exceeded for this key",
+            retry_after_s=wait,
+        )
+    principal = Principal(
+        key_id=key_id,
+        name=row["name"],
+        role=Role(row["role"]),
+        sites=None if row["sites"] is None else frozenset(row["sites"]),
+    )
+    if principal.role not in roles:
+        admitted = ", ".join(sorted(roles))
+        raise ForbiddenError(f"role {principal.role} may not do this; admitted: {admitted}")
+    return principal
+
+
 class RoleGuard:
     """Authenticate the bearer key, apply its rate limit, and admit only `roles`."""
 
@@ -107,45 +152,9 @@ class RoleGuard:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        api = _api(request)
         if credentials is None:
             raise UnauthorizedError("an API key is required: Authorization: Bearer <key>")
-        key = credentials.credentials
-        key_id = key_id_of(key)
-        if key_id is None:
-            raise UnauthorizedError("the API key is malformed", code="invalid_key")
-        try:
-            row = await asyncio.wait_for(
-                api.pool.fetchrow(
-                    "SELECT name, role, sites, key_hash, revoked_at FROM api_key WHERE id = $1",
-                    key_id,
-                ),
-                api.settings.api_db_timeout_s,
-            )
-        except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
-            raise UnavailableError(
-                f"the database is unreachable: {exc}", code="database_unavailable"
-            ) from exc
-        if row is None or not matches(key, row["key_hash"]):
-            raise UnauthorizedError("unknown API key", code="invalid_key")
-        if row["revoked_at"] is not None:
-            raise UnauthorizedError("this API key was revoked", code="revoked_key")
-        wait = api.limiter.acquire(key_id)
-        if wait > 0:
-            raise RateLimitedError(
-                f"rate limit of {api.limiter.rate_per_s:g}/s exceeded for this key",
-                retry_after_s=wait,
-            )
-        principal = Principal(
-            key_id=key_id,
-            name=row["name"],
-            role=Role(row["role"]),
-            sites=None if row["sites"] is None else frozenset(row["sites"]),
-        )
-        if principal.role not in self.roles:
-            admitted = ", ".join(sorted(self.roles))
-            raise ForbiddenError(f"role {principal.role} may not do this; admitted: {admitted}")
-        return principal
+        return await authenticate(_api(request), credentials.credentials, self.roles)
 
 
 class PublicRoute:

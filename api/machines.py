@@ -20,6 +20,7 @@ from analytics.oee import counter_increments, in_cycle_utilisation, time_by_key
 from analytics.states import EXECUTION, UNKNOWN, StateIntervals, combine, state_intervals
 
 __all__ = [
+    "STATUS_SQL",
     "SignalEvents",
     "cycles_report",
     "fetch_fleet_signal",
@@ -31,6 +32,21 @@ __all__ = [
 ]
 
 _STATUS = ("online", "offline", "unknown")
+
+#: Every machine with its live status (`status`, latest execution, mode, program, part count and
+#: the number of open alarms); callers append WHERE / ORDER BY on `m`.
+_LATEST = """(SELECT {col} FROM event e WHERE e.machine_id = m.id AND e.signal = '{signal}'
+              ORDER BY e.ts DESC LIMIT 1)"""
+
+STATUS_SQL = f"""
+SELECT m.site, m.machine, m.status, m.online, m.last_seen, m.status_since,
+       {_LATEST.format(col="value", signal="execution")} AS execution,
+       {_LATEST.format(col="value", signal="controller_mode")} AS mode,
+       {_LATEST.format(col="value", signal="program")} AS program,
+       {_LATEST.format(col="value_num", signal="part_count")} AS part_count,
+       (SELECT count(*) FROM alarm a WHERE a.machine_id = m.id AND a.closed_at IS NULL)::int
+           AS active_alarms
+  FROM machine m"""  # noqa: S608 (constant fragments only)
 
 
 @dataclass(frozen=True)

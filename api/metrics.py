@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["ApiMetrics", "MetricsMiddleware"]
@@ -31,6 +31,20 @@ class ApiMetrics:
         )
         self.program_chunks = Counter(
             "arbor_api_program_chunks_sent", "cmd/program chunks published", registry=self.registry
+        )
+        self.stream_clients = Gauge(
+            "arbor_api_stream_clients", "connected live-stream clients", registry=self.registry
+        )
+        self.stream_disconnects = Counter(
+            "arbor_api_stream_disconnects",
+            "live-stream connections closed by the server, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.stream_dropped = Counter(
+            "arbor_api_stream_dropped_samples",
+            "telemetry samples dropped from stream clients' queues (drop oldest)",
+            registry=self.registry,
         )
         self.replies = Counter(
             "arbor_api_replies",

@@ -10,6 +10,7 @@ from api.config import ApiSettings
 from api.metrics import ApiMetrics
 from api.mqtt import BrokerLink
 from api.ratelimit import RateLimiter
+from api.stream import StreamHub
 
 __all__ = ["ApiState"]
 
@@ -23,3 +24,4 @@ class ApiState:
     broker: BrokerLink | None
     limiter: RateLimiter
     metrics: ApiMetrics
+    stream: StreamHub | None = None

@@ -14,6 +14,7 @@ from api.errors import AUTHENTICATED, InvalidInputError, error_responses
 from api.kpis import CalendarSpec, oee_report
 from api.machines import (
     EMPTY,
+    STATUS_SQL,
     cycles_report,
     fetch_fleet_signal,
     fetch_signal,
@@ -61,20 +62,6 @@ class MachineDetail(MachineStatus):
     alarms: list[ActiveAlarm]
 
 
-_LATEST = """(SELECT {col} FROM event e WHERE e.machine_id = m.id AND e.signal = '{signal}'
-              ORDER BY e.ts DESC LIMIT 1)"""
-
-_STATUS_SQL = f"""
-SELECT m.site, m.machine, m.status, m.online, m.last_seen, m.status_since,
-       {_LATEST.format(col="value", signal="execution")} AS execution,
-       {_LATEST.format(col="value", signal="controller_mode")} AS mode,
-       {_LATEST.format(col="value", signal="program")} AS program,
-       {_LATEST.format(col="value_num", signal="part_count")} AS part_count,
-       (SELECT count(*) FROM alarm a WHERE a.machine_id = m.id AND a.closed_at IS NULL)::int
-           AS active_alarms
-  FROM machine m"""  # noqa: S608 (constant fragments only)
-
-
 @router.get("/machines", response_model=list[MachineStatus])
 async def list_machines(
     principal: AnyRole,
@@ -83,7 +70,7 @@ async def list_machines(
 ) -> list[MachineStatus]:
     """Every machine the key may see, with its live status, ordered by site and machine."""
     rows = await conn.fetch(
-        _STATUS_SQL
+        STATUS_SQL
         + """ WHERE ($1::text IS NULL OR m.site = $1) AND ($2::text[] IS NULL OR m.site = ANY($2))
               ORDER BY m.site, m.machine""",
         site,
@@ -99,7 +86,7 @@ async def get_machine(principal: AnyRole, conn: Conn, machine: MachinePath) -> M
     """One machine: live status, controller, session and its active alarms."""
     ref = await resolve_machine(conn, principal, machine)
     row = await conn.fetchrow(
-        _STATUS_SQL.replace(
+        STATUS_SQL.replace(
             "SELECT m.site,", "SELECT m.controller, m.first_seen, m.session, m.site,"
         )
         + " WHERE m.site = $1 AND m.machine = $2",

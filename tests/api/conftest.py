@@ -32,7 +32,11 @@ def serve(settings: ApiSettings) -> Iterator[str]:
     """Run the API on uvicorn in a thread; yields its base URL."""
     port = _free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
