@@ -16,13 +16,20 @@ import numpy as np
 
 from analytics.calendar import Shift, ShiftCalendar
 from analytics.intervals import IntervalSet
-from analytics.oee import classify_iso22400, counter_increments, kpis_by_window
+from analytics.oee import (
+    TimeModel,
+    classify_iso22400,
+    counter_increments,
+    iso22400_kpis,
+    kpis_by_window,
+)
 from analytics.states import CONTROLLER_MODE, EXECUTION
 from api.machines import SignalEvents, _coded, _masked, _status
 
-__all__ = ["CalendarSpec", "Group", "oee_report"]
+__all__ = ["CalendarSpec", "Group", "fleet_oee", "oee_report", "program_spans"]
 
-Group = Literal["window", "shift", "day"]
+Group = Literal["window", "shift", "day", "program"]
+NO_PROGRAM = "unknown"
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,21 @@ class CalendarSpec:
         return ShiftCalendar(shifts=shifts, tz=tz, planned_downtime=downtime)
 
 
+def program_spans(program: SignalEvents, *, start: float, until: float) -> dict[str, IntervalSet]:
+    """When each program was selected in [start, until): a program holds from its event to the
+    next one; time before the first event, and a null program, are `unknown`."""
+    edges = np.concatenate([[start], np.clip(program.ts, start, until), [until]])
+    names = [NO_PROGRAM, *[v or NO_PROGRAM for v in program.value]]
+    spans: dict[str, tuple[list[float], list[float]]] = {}
+    for k, name in enumerate(names):
+        lo, hi = float(edges[k]), float(edges[k + 1])
+        if hi > lo:
+            a, b = spans.setdefault(name, ([], []))
+            a.append(lo)
+            b.append(hi)
+    return {name: IntervalSet.from_intervals(a, b) for name, (a, b) in spans.items()}
+
+
 def _increments(events: SignalEvents) -> tuple[np.ndarray, np.ndarray]:
     numeric = ~np.isnan(events.value_num)
     return counter_increments(events.ts[numeric], events.value_num[numeric])
@@ -73,8 +95,10 @@ def oee_report(
     until: float,
     group: Group,
     ideal_cycle_time: float,
+    program: SignalEvents | None = None,
 ) -> dict[str, Any]:
-    """KPIs per group. Without a calendar every hour is planned (24/7, UTC days).
+    """KPIs per group. Without a calendar every hour is planned (24/7, UTC days). With
+    `group="program"`, one group per program selected in the window (`program` events).
 
     Scrap is the controller's part_count_bad increments plus `manual_scrap` (time, count)."""
     st = _status(status, start=start, end=end, until=until)
@@ -99,6 +123,13 @@ def oee_report(
     windows: list[tuple[str, IntervalSet, IntervalSet]]
     if group == "window":
         windows = [("window", pot, pdt)]
+    elif group == "program":
+        if program is None:
+            raise ValueError("group='program' needs the program events")
+        windows = [
+            (name, pot.intersect(span), pdt.intersect(span))
+            for name, span in sorted(program_spans(program, start=start, until=until).items())
+        ]
     elif group == "shift":
         windows = []
         for w in cal.windows(start, end):
@@ -139,3 +170,38 @@ def oee_report(
     for row in groups:
         row.pop("convention", None)
     return {"convention": convention, "calendar": described, "groups": groups}
+
+
+_TIME_FIELDS = ("POT", "planned_down_time", "PBT", "APT", "ASUT", "ADET", "ADOT", "unknown")
+
+
+def fleet_oee(reports: list[dict[str, Any]], *, ideal_cycle_time: float) -> list[dict[str, Any]]:
+    """The fleet's KPIs per group label: the machines' time models and quantities summed, then
+    the ISO 22400-2 ratios computed on the sums (so availability = all APT / all PBT with data,
+    a time-weighted mean, never a mean of ratios)."""
+    sums: dict[str, dict[str, float]] = {}
+    for report in reports:
+        for g in report["groups"]:
+            acc = sums.setdefault(
+                g["label"],
+                dict.fromkeys(
+                    (*_TIME_FIELDS, "APT_outside_plan", "produced", "scrap", "machines"), 0.0
+                ),
+            )
+            for name in (*_TIME_FIELDS, "APT_outside_plan"):
+                acc[name] += g["time"][name]
+            acc["produced"] += g["produced"]
+            acc["scrap"] += g["scrap"]
+            acc["machines"] += 1
+    out = []
+    for label in sorted(sums):
+        acc = sums[label]
+        tm = TimeModel(**{name: acc[name] for name in (*_TIME_FIELDS, "APT_outside_plan")})
+        row = iso22400_kpis(
+            tm, produced=acc["produced"], scrap=acc["scrap"], ideal_cycle_time=ideal_cycle_time
+        ).to_dict()
+        row.pop("convention", None)
+        row["label"] = label
+        row["machines"] = int(acc["machines"])
+        out.append(row)
+    return out

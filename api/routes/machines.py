@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import AnyRole, Conn, MachinePath, MachineRef, resolve_machine
 from api.errors import AUTHENTICATED, InvalidInputError, error_responses
-from api.kpis import CalendarSpec, oee_report
+from api.kpis import CalendarSpec, Group, fleet_oee, oee_report
 from api.machines import (
     EMPTY,
     STATUS_SQL,
@@ -491,7 +491,9 @@ class TimeModelPublic(BaseModel):
 
 
 class KpiGroup(BaseModel):
-    label: str = Field(description="`window`, `YYYY-MM-DD shift`, or the local day")
+    label: str = Field(
+        description="`window`, `YYYY-MM-DD shift`, the local day, or the program (`unknown`: none)"
+    )
     time: TimeModelPublic = Field(description="seconds per ISO 22400 time element")
     produced: float
     good: float
@@ -516,7 +518,7 @@ class OeePublic(BaseModel):
     machine: str
     from_: datetime = Field(alias="from")
     to: datetime
-    group: Literal["window", "shift", "day"]
+    group: Group
     convention: str
     calendar: str
     groups: list[KpiGroup]
@@ -537,17 +539,39 @@ async def oee(
     ideal_cycle_time: Annotated[
         float, Query(gt=0, le=86_400, description="ideal seconds per part (PRU)")
     ],
-    group: Literal["window", "shift", "day"] = "window",
+    group: Group = "window",
 ) -> dict[str, Any]:
-    """ISO 22400-2 availability, effectiveness, quality and OEE with the time model, per group."""
+    """ISO 22400-2 availability, effectiveness, quality and OEE with the time model, per group
+    (the window, each shift, each local day, or each program selected in the window)."""
     ref = await resolve_machine(conn, principal, machine)
+    report = await _oee_of(conn, ref, await _mid(conn, ref), from_, to, group, ideal_cycle_time)
+    return {
+        "site": ref.site,
+        "machine": ref.machine,
+        "from": from_,
+        "to": to,
+        "group": group,
+        **report,
+    }
+
+
+async def _oee_of(
+    conn: Conn,
+    ref: MachineRef,
+    mid: int,
+    from_: datetime,
+    to: datetime,
+    group: Group,
+    ideal_cycle_time: float,
+) -> dict[str, Any]:
+    """One machine's ISO 22400-2 report (api.kpis.oee_report) from the database."""
     start, end, until = window_bounds(from_, to)
-    mid = await _mid(conn, ref)
     execution = await fetch_signal(conn, mid, "execution", from_, to)
     status = await fetch_signal(conn, mid, "status", from_, to)
     mode = await fetch_signal(conn, mid, "controller_mode", from_, to)
     parts = await fetch_signal(conn, mid, "part_count", from_, to)
     scrap = await fetch_signal(conn, mid, "part_count_bad", from_, to)
+    program = await fetch_signal(conn, mid, "program", from_, to) if group == "program" else None
     faults = [
         (r["opened_at"].timestamp(), (r["closed_at"] or to).timestamp())
         for r in await conn.fetch(
@@ -589,7 +613,7 @@ async def oee(
             to,
         )
     ]
-    report = await asyncio.to_thread(
+    return await asyncio.to_thread(
         oee_report,
         execution,
         status,
@@ -604,12 +628,66 @@ async def oee(
         until=until,
         group=group,
         ideal_cycle_time=ideal_cycle_time,
+        program=program,
     )
+
+
+class FleetKpiGroup(KpiGroup):
+    machines: int = Field(description="machines with this group in the window")
+
+
+class MachineOee(BaseModel):
+    site: str
+    machine: str
+    calendar: str
+    groups: list[KpiGroup]
+
+
+class FleetOeePublic(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    group: Group
+    convention: str
+    machines: list[MachineOee]
+    fleet: list[FleetKpiGroup] = Field(
+        description="per group: the machines' time models and quantities summed, ratios on the sums"
+    )
+
+
+@router.get("/oee", response_model=FleetOeePublic, response_model_by_alias=True)
+async def fleet_oee_route(
+    principal: AnyRole,
+    conn: Conn,
+    from_: From,
+    to: To,
+    ideal_cycle_time: Annotated[
+        float, Query(gt=0, le=86_400, description="ideal seconds per part (PRU), every machine")
+    ],
+    group: Group = "window",
+    site: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = None,
+) -> dict[str, Any]:
+    """ISO 22400-2 OEE of every visible machine (of `site`) per group, and of the fleet."""
+    rows = await conn.fetch(
+        """SELECT id, site, machine FROM machine
+            WHERE ($1::text IS NULL OR site = $1) AND ($2::text[] IS NULL OR site = ANY($2))
+            ORDER BY site, machine""",
+        site,
+        None if principal.sites is None else sorted(principal.sites),
+    )
+    reports = []
+    for r in rows:
+        ref = MachineRef(r["site"], r["machine"])
+        report = await _oee_of(conn, ref, r["id"], from_, to, group, ideal_cycle_time)
+        reports.append({"site": ref.site, "machine": ref.machine, **report})
+    fleet = await asyncio.to_thread(fleet_oee, reports, ideal_cycle_time=ideal_cycle_time)
+    convention = reports[0]["convention"] if reports else "ISO 22400-2"
     return {
-        "site": ref.site,
-        "machine": ref.machine,
         "from": from_,
         "to": to,
         "group": group,
-        **report,
+        "convention": convention,
+        "machines": [
+            {k: rep[k] for k in ("site", "machine", "calendar", "groups")} for rep in reports
+        ],
+        "fleet": fleet,
     }

@@ -612,3 +612,33 @@ def test_utilisation_by_program(site: str, viewer: httpx.Client) -> None:
     }
     plain = viewer.get(f"/api/v1/machines/{site}:m01/utilisation", params=window | {"by": ""})
     assert plain.status_code == 422 and error_of(plain)["field"] == "by"
+
+
+def test_oee_by_program_and_across_the_fleet(site: str, viewer: httpx.Client) -> None:
+    whole = viewer.get(f"/api/v1/machines/{site}:m01/oee", params=OEE_WINDOW).json()
+    (w,) = whole["groups"]
+    by_program = viewer.get(
+        f"/api/v1/machines/{site}:m01/oee", params=OEE_WINDOW | {"group": "program"}
+    ).json()
+    groups = {g["label"]: g for g in by_program["groups"]}
+    assert set(groups) == {"unknown", "O100", "O200"}  # before 08:05 no program was known
+    # The program groups partition the window: times and parts add up to the whole.
+    for name in ("POT", "PBT", "APT", "ADET", "ADOT", "unknown"):
+        assert sum(g["time"][name] for g in groups.values()) == pytest.approx(w["time"][name])
+    assert sum(g["produced"] for g in groups.values()) == w["produced"]
+    assert groups["O200"]["time"]["APT"] <= 1800.0 and groups["unknown"]["time"]["APT"] == 0
+
+    fleet = viewer.get("/api/v1/oee", params=OEE_WINDOW | {"site": site, "group": "window"}).json()
+    assert [(m["site"], m["machine"]) for m in fleet["machines"]] == [
+        (site, "idle"),
+        (site, "m01"),
+    ]
+    (f,) = fleet["fleet"]
+    times = [m["groups"][0]["time"] for m in fleet["machines"]]
+    assert f["machines"] == 2 and "ISO 22400" in fleet["convention"]
+    assert f["time"]["APT"] == sum(t["APT"] for t in times) == w["time"]["APT"]
+    assert f["time"]["PBT"] == sum(t["PBT"] for t in times)
+    # Ratios of the sums (time-weighted), not means of the machines' ratios.
+    known = sum(t["PBT_known"] for t in times)
+    assert f["availability"] == pytest.approx(f["time"]["APT"] / known)
+    assert f["produced"] == w["produced"]
