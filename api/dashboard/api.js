@@ -58,7 +58,7 @@ export async function request(path, { method = "GET", query, body, blob = false,
       const parsed = await response.json();
       if (parsed && parsed.error) error = parsed.error;
     } catch { /* not the API's JSON: keep the status line */ }
-    if (response.status === 401) window.dispatchEvent(new CustomEvent("arbor:unauthorized"));
+    if (response.status === 401 && key === undefined) window.dispatchEvent(new CustomEvent("arbor:unauthorized"));
     throw new ApiError(response.status, error.code, error.message, error.field);
   }
   if (response.status === 204) return null;

@@ -235,7 +235,9 @@ def test_acknowledging_in_the_ui_changes_the_api(
     page.wait_for_selector("#a-ack")
     page.fill("#a-comment", "checking the spindle")
     page.click("#a-ack")
-    page.wait_for_function("document.querySelector('#a-state')?.textContent === 'acknowledged'")
+    from playwright.sync_api import expect  # here: the module imports without playwright
+
+    expect(page.locator("#a-state")).to_have_text("acknowledged")
     alert = admin_api.get(f"/api/v1/alerts/{alert_id}").json()
     assert alert["state"] == "acknowledged"
     assert alert["ack_comment"] == "checking the spindle"
@@ -281,7 +283,7 @@ def test_a_viewer_sees_no_actions(
 ) -> None:
     page, watch = new_page(browser)
     sign_in(page, base_url, keys[Role.VIEWER])
-    assert page.inner_text(".role") == "viewer"
+    assert page.text_content(".role") == "viewer"
     page.goto(f"{base_url}/#/alerts?alert={alert_id}")
     page.wait_for_selector("#alert-detail h2")
     assert page.locator("#alert-detail button").count() == 0
