@@ -508,3 +508,58 @@ def test_shdr_fuzz_through_gateway(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.mark.timeout(120)
+def test_topic_spoofing_with_another_machines_credentials(
+    mqtt_settings: MqttSettings, provision_machines: Any, stack: tuple[str, str, int, _Pub]
+) -> None:
+    """Machine A's broker account publishing as machine B: the broker's per-machine ACL refuses
+    it (MQTT 5 PUBACK 0x87, not authorised) and nothing of it reaches the database, while A's
+    own message lands."""
+    url, site, _, _ = stack
+    creds = provision_machines([(site, "spoofa"), (site, "spoofb")])
+    user, pw = creds[(site, "spoofa")]
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"spoof-{site}", protocol=mqtt.MQTTv5)
+    c.username_pw_set(user, pw)
+    codes: dict[int, int] = {}
+    c.on_publish = lambda _c, _u, mid, rc, _p: codes.__setitem__(mid, rc.value)
+    c.connect(mqtt_settings.host, mqtt_settings.port)
+    c.loop_start()
+    try:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        sample = {"ts": now, "values": {"spindle_speed": 1.0}}
+        body = json.dumps({"v": 1, "session": "s1", "seq": 0, "samples": [sample]}).encode()
+        spoof = c.publish(f"arbor/v1/{site}/spoofb/telemetry", body, qos=1)
+        own = c.publish(f"arbor/v1/{site}/spoofa/telemetry", body, qos=1)
+        spoof.wait_for_publish(10)
+        own.wait_for_publish(10)
+        wait_for(lambda: len(codes) == 2, 10, "both PUBACKs")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    assert codes[own.mid] == 0
+    assert codes[spoof.mid] == 0x87, codes  # Not authorized
+
+    def landed() -> bool:
+        rows = query(
+            url,
+            "SELECT count(*) FROM message_ledger l JOIN machine m ON m.id = l.machine_id "
+            "WHERE m.site = %s AND m.machine = 'spoofa'",
+            site,
+        )
+        return bool(rows[0][0])
+
+    wait_for(landed, 30, "machine A's own message")
+    spoofed = query(
+        url,
+        "SELECT (SELECT count(*) FROM machine WHERE site = %s AND machine = 'spoofb'), "
+        "(SELECT count(*) FROM dead_letter WHERE topic LIKE %s)",
+        site,
+        f"%/{site}/spoofb/%",
+    )
+    assert spoofed[0] == (0, 0), spoofed
+    with RESULTS.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"class": "topic spoofing (another machine's credentials)",
+                             "sent": 1, "outcome": {"refused by broker (0x87)": 1},
+                             "dead_kinds": {}, "n_problems": 0}) + "\n")  # fmt: skip
