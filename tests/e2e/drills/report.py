@@ -206,9 +206,10 @@ A failing row above is a finding, not a flaky test; the assertions stay as they 
 
 ## Not covered yet
 
-MQTT TLS and API TLS, secrets-in-logs checks, per-key rate limits, schemathesis on the API (run by the API's own
-tests), oversized uploads, the rest of the broker ACL matrix (reads, wills, commands; only
-publishing under another machine's topic is tested), and the 10-minute 1,000-machine soak.
+MQTT TLS and API TLS, secrets-in-logs checks, per-key rate limits, schemathesis on the API
+(run by the API's own tests), oversized uploads, the rest of the broker ACL matrix (reads,
+wills, commands; only publishing under another machine's topic is tested), and the 10-minute
+1,000-machine soak.
 """
 
 
