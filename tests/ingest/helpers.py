@@ -178,13 +178,17 @@ def metric(port: int, name: str, **labels: str) -> float:
     return total
 
 
-def wait_ready(port: int, timeout: float = 30) -> None:
-    """A worker is subscribed once it has seen a message: the retained probe status (published
-    under the test's site before the workers start) arrives right after SUBSCRIBE."""
+def wait_ready(port: int, timeout: float = 90) -> None:
+    """Wait until the worker's subscriptions stand (its readiness gauge), or it has already seen a
+    message (the retained probe status published under the test's site before it started).
+    Generous: a worker's start-up takes many seconds on a loaded 2-core machine."""
 
     def seen() -> bool:
         try:
-            return metric(port, "arbor_ingest_messages_total") >= 1
+            return (
+                metric(port, "arbor_ingest_subscribed") >= 1
+                or metric(port, "arbor_ingest_messages_total") >= 1
+            )
         except OSError:
             return False
 
