@@ -22,7 +22,7 @@ export function timeChart(el, { title, t, series, height = 220, onZoom, onReset 
     height,
     cursor: { drag: { x: true, y: false, setScale: false } },
     scales: { x: { time: true } },
-    axes: [{}, { size: 50 }],
+    axes: [{}],
     series: [{}],
     hooks: {
       setSelect: [(u) => {
@@ -34,14 +34,19 @@ export function timeChart(el, { title, t, series, height = 220, onZoom, onReset 
       }],
     },
   };
+  const units = [...new Set(series.map((s) => s.unit || "y"))];
+  units.forEach((unit, i) => {
+    opts.scales[unit] = {};
+    opts.axes.push({ scale: unit, size: 56, side: i === 0 ? 3 : 1, grid: { show: i === 0 }, label: unit === "y" ? undefined : unit });
+  });
   series.forEach((s, i) => {
     const colour = PALETTE[i % PALETTE.length];
-    opts.series.push({ label: s.unit ? `${s.label} (${s.unit})` : s.label, stroke: colour, width: 1.5, spanGaps: false });
+    opts.series.push({ label: s.unit ? `${s.label} (${s.unit})` : s.label, scale: s.unit || "y", stroke: colour, width: 1.5, spanGaps: false });
     data.push(s.values);
     if (s.band) {
-      opts.series.push({ label: `${s.label} min`, stroke: `${colour}55`, width: 1, show: true });
+      opts.series.push({ label: `${s.label} min`, scale: s.unit || "y", stroke: `${colour}55`, width: 1 });
       data.push(s.band.min);
-      opts.series.push({ label: `${s.label} max`, stroke: `${colour}55`, width: 1, show: true });
+      opts.series.push({ label: `${s.label} max`, scale: s.unit || "y", stroke: `${colour}55`, width: 1 });
       data.push(s.band.max);
     }
   });

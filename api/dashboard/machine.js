@@ -34,7 +34,7 @@ export async function render(main, { arg }) {
   fill(main, h("section.machine",
     h("p.crumbs", h("a", { href: "#/board" }, "Status board"), " / ", ref),
     head,
-    h("div.toolbar", h("span.muted", "Drag on a chart to zoom (the server downsamples each span), double-click to reset."), rangeButtons),
+    h("div.toolbar", h("span.muted", "Drag on a chart to zoom (the server downsamples each window), double-click to reset."), rangeButtons),
     section("Execution state", "h-timeline", timeline),
     charts,
     h("div.cols",
