@@ -177,6 +177,7 @@ class Factory:
         self.metrics_ports = [free_port(), free_port()]
         self.shdr_port = free_port()
         self.proxy: TcpProxy | None = None
+        self.not_recovered: list[str] = []
         (self.workdir / "i5.toml").write_text(_factory_toml(self.site, "n", self.i5))
         (self.workdir / "shdr.toml").write_text(_factory_toml(self.site, "s", self.shdr))
 
@@ -414,7 +415,8 @@ class Factory:
             t_clear,
         )
         got = {m: ts.timestamp() for m, ts in rows}
-        if any(m not in got for m in machines):
+        self.not_recovered = [m for m in machines if m not in got]
+        if self.not_recovered:
             return None
         return round(max(got[m] for m in machines) - t_clear, 2)
 

@@ -74,6 +74,8 @@ def _drills_table(rows: dict[str, dict[str, Any]]) -> list[str]:
         verdict = "PASS" if not r["n_problems"] else (
             f"**FAIL** ({r['n_problems']} problems; e.g. {r['problems'][0]})")  # fmt: skip
         lost_i5 = i5["sent_samples"] - i5["stored_samples"]
+        if "shdr_lost_window_s" in r:
+            verdict += f" (SHDR not read for {r['shdr_lost_window_s']} s)"
         out.append(
             f"| {name} | {r['injected']} | {r['expect']} | {i5['sent_samples']} / "
             f"{i5['stored_samples']}{f' (**{lost_i5} lost**)' if lost_i5 > 0 else ''} | "
@@ -183,7 +185,8 @@ A failing row above is a finding, not a flaky test; the assertions stay as they 
    raises `InternalClientError: cannot switch to state 15; another operation (2) is in progress`
    from `conn.transaction()`; it is neither `PostgresError`, `OSError`, `TimeoutError` nor
    `InterfaceError`, so it escapes the retry loop, the TaskGroup fails and the process ends.
-   Both workers died; nothing after the fault was stored. Reproduce: `test_database_restart`
+   In the reduced run both workers died and nothing after the fault was stored; in the full run
+   they survived (timing-dependent). Reproduce: `test_database_restart`
    (`PrivateDatabase.stop(mode="kill")` while two workers commit), see `ingest0.log`.
 4. **Duplicate sample timestamps after an SHDR reconnect** (`simulators/shdr_adapter.py`): the
    adapter stamps the snapshot it sends a new reader with `fleet.time`, the time of the *next*
@@ -191,7 +194,8 @@ A failing row above is a finding, not a flaky test; the assertions stay as they 
    timestamp and the gateway emits a second sample at that instant (two `sample` rows for one
    machine and timestamp, different values). Reproduce: step a `Fleet` 4,000 ticks, take
    `ShdrLines.snapshot(fleet.time)`, step until a line is produced: both start
-   `2025-03-03T06:06:40.000Z`. Seen in `test_gateway_sigkill` (1 per SHDR machine).
+   `2025-03-03T06:06:40.000Z`. Seen in `test_gateway_sigkill` (1 per SHDR machine), and in
+   the full run at the gateway's first connect too (the adapter was already ticking).
 5. **A session's lost head is never recorded as a gap** (`ingest/jobs.py` `_GAPS_SQL`): gaps are
    found between consecutive stored seqs only, so when seq 0..k of a session are lost (here the
    gateway's full buffer dropped a new session's first messages) no `sequence_gap` row says so.
@@ -200,7 +204,13 @@ A failing row above is a finding, not a flaky test; the assertions stay as they 
    Python int too large to convert to C int` in the decoder): handled, but `internal` is not a
    documented kind (docs/ingest.md); it should be `timestamp_range` or `sparkplug_decode`.
    Reproduce: `test_sparkplug_fuzz` node with `Metric(..., timestamp=2**62)`.
-7. Minor: a malformed `status` message is dead-lettered twice (ingest's non-shared status
+7. **A gateway SIGKILL under load loses more than the outage** (`gateway/`): lines already read
+   from the adapter but not yet written to the disk buffer (the in-memory source queue and the
+   open batch) die with the process. Full run, load average 8: the last sample stored before
+   the kill was 4.4 s older than the kill, so the SHDR loss window was 12.5 s for a 3.2 s
+   outage (the drill's bound is outage + 8 s). Inherent to SHDR having no replay, but the
+   in-memory backlog is what makes it large; a smaller queue or a flush on a timer would bound it.
+8. Minor: a malformed `status` message is dead-lettered twice (ingest's non-shared status
    subscription and the shared one both deliver it); see the dead-letter counts of the status
    and raw-bytes rows above.
 
