@@ -30,7 +30,7 @@ pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
-def stream_url(api_settings: ApiSettings) -> Iterator[str]:
+def stream_url(api_settings: ApiSettings, keys: dict[Role, str]) -> Iterator[str]:
     settings = api_settings.model_copy(
         update={
             "api_stream_rate_hz": 20.0,
@@ -41,6 +41,16 @@ def stream_url(api_settings: ApiSettings) -> Iterator[str]:
         }
     )
     with serve(settings) as url:
+        # On a loaded machine the stream's broker link may still be connecting: wait for it,
+        # so the tests never publish before the hub has subscribed.
+        deadline = time.monotonic() + 30
+        while True:
+            with _ws(url, keys[Role.ADMIN]) as ws:
+                if _recv(ws)["broker_connected"]:
+                    break
+            assert time.monotonic() < deadline, "the stream never connected to the broker"
+            time.sleep(0.2)
+        time.sleep(0.5)  # the subscription's SUBACK follows the connection
         yield url
 
 
@@ -336,6 +346,20 @@ def test_slow_consumer_is_closed_with_4100(
     # A raw client with a tiny receive buffer that subscribes and then stops reading.
     port = int(stream_url.rsplit(":", 1)[1])
     sock = socket.socket()
+    try:  # closed on every path, so a failure leaves no ResourceWarning behind
+        _slow_client(sock, stream_url, keys, unique_site, f1, port)
+    finally:
+        sock.close()
+
+
+def _slow_client(
+    sock: socket.socket,
+    stream_url: str,
+    keys: dict[Role, str],
+    unique_site: str,
+    f1: Machine,
+    port: int,
+) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     sock.settimeout(20)
@@ -386,12 +410,11 @@ def test_slow_consumer_is_closed_with_4100(
         chunk = sock.recv(1 << 20)
         assert chunk, "the connection ended without a close frame"
         data += chunk
-    sock.close()
     opcode, payload = next(f for f in _raw_frames(_body(data)) if f[0] == 0x8)
     assert opcode == 0x8, "the last frame is a close frame"
     assert int.from_bytes(payload[:2]) == 4100
     assert payload[2:].startswith(b"slow_consumer")
-    publisher.publish(status_topic(unique_site, "f1"), b"", qos=1, retain=True)
+    f1.client.publish(status_topic(unique_site, "f1"), b"", qos=1, retain=True)
 
 
 def test_outbox_policy() -> None:
