@@ -25,7 +25,7 @@ need_root() {
 
 # --- 1. Debian packages --------------------------------------------------------------------------
 packages=(mosquitto mosquitto-clients "postgresql-$pg_version" "postgresql-server-dev-$pg_version"
-          chromium npm build-essential cmake dpkg-dev libssl-dev libkrb5-dev python3-venv ca-certificates)
+          chromium build-essential cmake dpkg-dev libssl-dev libkrb5-dev python3-venv ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
