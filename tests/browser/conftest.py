@@ -50,9 +50,13 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the whole session (pages and contexts are per test)."""
+    """One headless Chromium per test module (pages and contexts are per test).
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop running on the main
+    thread while it is open, and every later test that calls ``asyncio.run`` would fail.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
