@@ -39,7 +39,21 @@ log = logging.getLogger(__name__)
 _DATA_ERROR_CLASSES = ("22", "23", "42")
 
 
+# What a dying or restarting server makes asyncpg raise (logged without a traceback). Anything
+# else is retried too, but logged with its traceback: it may be a bug of ours.
+_KNOWN_DB_FAILURES = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+    TimeoutError,
+)  # fmt: skip
+
+
 def _is_data_error(exc: BaseException) -> bool:
+    """True if the rows themselves were refused: by the server (SQLSTATE classes 22/23/42) or by
+    asyncpg encoding them (``asyncpg.DataError``). Everything else a commit can raise (connection
+    lost, ``InternalClientError: cannot switch to state ...`` after the server died mid-operation,
+    protocol errors, timeouts, a server starting up) is about the connection, not the data."""
+    if isinstance(exc, asyncpg.DataError):
+        return True
     state = getattr(exc, "sqlstate", None)
     return isinstance(exc, asyncpg.PostgresError) and str(state)[:2] in _DATA_ERROR_CLASSES
 
@@ -94,33 +108,36 @@ class Worker:
     # --- database connection -----------------------------------------------------------------
 
     async def _connect_db(self) -> asyncpg.Connection:
+        """A new connection, retried with jittered, capped backoff until the database answers.
+        Any failure is retried (refused, reset, "starting up", asyncpg internal errors while the
+        server dies under us): a worker waits for its database, it never exits for it."""
         delay = 0.2
         while True:
+            conn = None
             try:
                 conn = await asyncpg.connect(
                     self.settings.database_url, timeout=10,
                     command_timeout=self.settings.db_timeout_s,
                 )  # fmt: skip
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
+                lic = None
+                if self._writer is None:
+                    lic = await conn.fetchval(
+                        "SELECT coalesce(current_setting('timescaledb.license', true), 'apache')"
+                    )
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                if conn is not None:
+                    conn.terminate()
+                log.warning("database unavailable (%r); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 5.0)
                 continue
             self._conn = conn
             if self._writer is None:
                 self._writer = BatchWriter(conn)
-                lic = await conn.fetchval(
-                    "SELECT coalesce(current_setting('timescaledb.license', true), 'apache')"
-                )
                 self._rollups = lic != "timescale"
             else:
                 self._writer._conn = conn  # keep the machine-id cache
             return conn
-
-    async def _drop_db(self) -> None:
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
 
     # --- loops -------------------------------------------------------------------------------
 
@@ -163,42 +180,56 @@ class Worker:
                 inq.task_done()
 
     async def _commit(self, batch: DecodedBatch) -> WriteStats:
+        """Commit ``batch``; returns only once it is committed (nothing is acked before).
+
+        A data error (the rows refused) switches to writing message by message
+        (:meth:`_isolate`). Every other failure, whatever asyncpg raises, drops the connection
+        and retries the whole batch on a new one after a jittered, capped backoff: the ledger
+        makes the retry exactly-once even if a COMMIT reached the server before the connection
+        died. Only cancellation ends the loop."""
         delay = 0.2
+        isolate = False
         while True:
             self.metrics.lag.set(max(0.0, time.time() - batch.first_received))
             conn = self._conn or await self._connect_db()
             assert self._writer is not None
             t0 = time.perf_counter()
             try:
-                stats = await self._writer.write(batch)
-            except asyncpg.PostgresError as exc:
-                if _is_data_error(exc):
+                if isolate:
+                    stats = await self._isolate(batch)
+                else:
+                    stats = await self._writer.write(batch)
+            except Exception as exc:  # asyncpg's failure modes are not a closed set
+                if not isolate and _is_data_error(exc):
                     log.warning("batch rejected by the database (%s); isolating", exc)
-                    return await self._isolate(batch)
-                log.warning("commit failed (%s); retrying", exc)
-            except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("commit failed (%r); reconnecting", exc)
+                    isolate = True
+                    continue
+                log.warning(
+                    "commit failed (%r); reconnecting in %.1f s", exc, delay,
+                    exc_info=not isinstance(exc, _KNOWN_DB_FAILURES),
+                )  # fmt: skip
             else:
                 self.metrics.commit_seconds.observe(time.perf_counter() - t0)
                 return stats
             self.metrics.write_errors.inc()
-            if conn is not None and not conn.is_closed():
-                with contextlib.suppress(Exception):
-                    conn.terminate()
+            if not conn.is_closed():
+                conn.terminate()
             self._conn = None
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
 
     async def _isolate(self, batch: DecodedBatch) -> WriteStats:
         """Write a rejected batch message by message; the ones the database refuses become dead
-        letters (kind ``db_rejected``) so the rest still lands."""
+        letters (kind ``db_rejected``) so the rest still lands. Any other failure propagates to
+        :meth:`_commit`, which reconnects and isolates again (the ledger drops what already
+        committed)."""
         assert self._writer is not None
         total = WriteStats(rows={}, dead=0)
         for acc in batch.accepted:
             one = DecodedBatch(accepted=[acc])
             try:
                 s = await self._writer.write(one)
-            except asyncpg.PostgresError as exc:
+            except Exception as exc:
                 if not _is_data_error(exc):
                     raise
                 s = await self._writer.write(DecodedBatch(dead=[_rejected(acc, exc)]))
@@ -238,8 +269,8 @@ class Worker:
             await asyncio.sleep(self.settings.jobs_interval_s * (0.8 + 0.4 * random.random()))
             try:
                 conn = await asyncpg.connect(self.settings.database_url, timeout=10)
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                log.warning("jobs: database unavailable (%s)", exc)
+            except Exception as exc:  # noqa: BLE001 - whatever the database's state, retry later
+                log.warning("jobs: database unavailable (%r)", exc)
                 continue
             try:
                 await run_jobs(conn, self.settings, rollups=self._rollups)

@@ -141,6 +141,22 @@ def workers(env: dict[str, str], n: int = 1) -> Iterator[list[subprocess.Popen[b
                 p.wait()
 
 
+def free_port_pair() -> int:
+    """A port p such that p and p + 1 are both free (worker i serves its metrics on p + i)."""
+    import socket
+
+    from tests.servers import free_port
+
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+
+
 def scalar(url: str, query: str, *params: Any) -> Any:
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute(query.encode(), params).fetchone()  # type: ignore[call-overload]
