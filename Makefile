@@ -5,7 +5,7 @@ ARBOR := $(VENV)/bin/arbor
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup up down demo test lint format bench clean-state
+.PHONY: setup up down demo test drills lint format bench clean-state
 
 setup:
 	bash deploy/setup.sh
@@ -28,6 +28,14 @@ lint: setup
 test: up
 	$(MAKE) --no-print-directory lint
 	ARBOR_REQUIRE_SERVICES=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The full fault drills, hostile input and the 10-minute 1,000-machine soak (about 35 minutes),
+# then docs/reliability.md regenerated from their output (artifacts/drills/); a reduced run of
+# the same tests is part of `make test`. The exit status is the tests'.
+drills: up
+	@rc=0; ARBOR_REQUIRE_SERVICES=1 ARBOR_DRILLS_FULL=1 $(VENV)/bin/pytest \
+	  tests/e2e/test_drills.py tests/e2e/test_hostile_input.py tests/e2e/test_soak.py $(PYTEST_ARGS) \
+	  || rc=$$?; $(PY) -m tests.e2e.drills.report; exit $$rc
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -113,13 +113,41 @@ def _hostile_table(rows: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+def _soak_table(r: dict[str, Any]) -> list[str]:
+    names = sorted({n for x in r["readings"] for n in x["rss_mb"]})
+    out = [
+        f"{r['injected']}, 1 Hz: database equals the ground truth: "
+        f"{'yes' if not r['n_problems'] else 'NO (' + str(r['n_problems']) + ' problems)'}; "
+        f"i5 samples sent / stored {r['i5']['sent_samples']} / {r['i5']['stored_samples']}, "
+        f"SHDR served / stored {r['shdr']['sent_samples']} / {r['shdr']['stored_samples']}, "
+        f"duplicates {r['i5']['duplicate_samples'] + r['shdr']['duplicate_samples']}, "
+        f"dead letters {sum(r['dead_letters'].values())}, drain {_fmt(r['drain_s'])} s. "
+        "Memory growth after warm-up (MB): "
+        + ", ".join(f"{n} {g:+}" for n, g in r["rss_growth_mb"].items())
+        + ".\n",
+        "| t (s) | messages/s | p50 / p99 latency s (bucket) | lag s | load | "
+        + " | ".join(f"{n} RSS MB" for n in names)
+        + " |",
+        "|---" * (5 + len(names)) + "|",
+    ]
+    out.extend(
+        f"| {x['t_s']} | {x['messages_per_s']} | {_fmt(x['latency_p50_s'])} / "
+        f"{_fmt(x['latency_p99_s'])} | {x['lag_s']} | {x['load']} | "
+        + " | ".join(_fmt(x["rss_mb"].get(n)) for n in names)
+        + " |"
+        for x in r["readings"]
+    )
+    return out
+
+
 def render() -> str:
     parts = [_HEAD]
     for label, suffix in (("Full run (`make drills`)", "full"), ("Reduced run (`make test`)",
                                                                  "reduced")):  # fmt: skip
         drills = _latest(ART / f"{suffix}.jsonl", "drill")
+        soak = drills.pop("soak", None)
         hostile = _latest(ART / f"hostile-{suffix}.jsonl", "class")
-        if not drills and not hostile:
+        if not drills and not hostile and not soak:
             continue
         parts.append(f"## {label}\n")
         if drills:
@@ -133,6 +161,9 @@ def render() -> str:
                 f"run at {first['at']}.\n"
             )
             parts.append("\n".join(_drills_table(drills)) + "\n")
+        if soak:
+            parts.append("### Soak\n")
+            parts.append("\n".join(_soak_table(soak)) + "\n")
         if hostile:
             parts.append("### Hostile input\n")
             parts.append("\n".join(_hostile_table(hostile)) + "\n")
