@@ -5,8 +5,9 @@ file and ACL file are rendered from it and the broker is told to reload (SIGHUP)
 
 - ``service``: Arbor's own processes (ingest, alerts, API, shared-connection simulators) read and
   write everything under ``arbor/`` and ``spBv1.0/``;
-- ``machine``: one controller (an i5 speaking MQTT natively) publishes only under
-  ``arbor/v1/{site}/{machine}/`` and reads only its own ``cmd/`` topics;
+- ``machine``: one controller (an i5 speaking MQTT natively) publishes only its own
+  ``arbor/v1/{site}/{machine}/{status,telemetry,event,reply/...}`` (never a ``cmd/``: only services
+  send commands) and reads only its own ``cmd/`` topics;
 - ``gateway``: an edge box, the union of the machine rights of the machines it serves.
 """
 
@@ -43,6 +44,8 @@ __all__ = [
 Role = Literal["service", "machine", "gateway"]
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SERVICE_USER = "arbor-service"
+# What a machine (or a gateway, for each of its machines) may publish under its own prefix.
+_MACHINE_WRITES = ("status", "telemetry", "event", "reply/#")
 # Mosquitto 2.0's own default for `mosquitto_passwd`: PBKDF2-SHA512, 101 iterations, 12-byte salt.
 _PBKDF2_ITERATIONS = 101
 
@@ -153,7 +156,10 @@ def render_acl(registry: Registry) -> str:
         else:
             for site, machine in p.machines:
                 prefix = f"arbor/v1/{site}/{machine}"
-                lines += [f"topic write {prefix}/#", f"topic read {prefix}/cmd/#"]
+                # The uplink channels one by one: a machine must not write its own `cmd/` (a
+                # command it did not get from a service) nor invent channels.
+                lines += [f"topic write {prefix}/{channel}" for channel in _MACHINE_WRITES]
+                lines.append(f"topic read {prefix}/cmd/#")
         lines.append("")
     return "\n".join(lines)
 

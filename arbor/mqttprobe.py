@@ -21,9 +21,18 @@ class ConnectResult:
 
 
 def try_connect(
-    host: str, port: int, username: str | None, password: str | None, timeout_s: float = 5.0
+    host: str,
+    port: int,
+    username: str | None,
+    password: str | None,
+    timeout_s: float = 5.0,
+    *,
+    ca_certs: str | None = None,
 ) -> ConnectResult:
-    """Open one MQTT 5 connection, report the CONNACK, and disconnect."""
+    """Open one MQTT 5 connection, report the CONNACK, and disconnect.
+
+    With `ca_certs` the connection is TLS, the server verified against that CA file.
+    """
     done = threading.Event()
     result: list[ConnectResult] = []
 
@@ -40,10 +49,12 @@ def try_connect(
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if username is not None:
         client.username_pw_set(username, password)
+    if ca_certs is not None:
+        client.tls_set(ca_certs=ca_certs)
     client.on_connect = on_connect
     try:
         client.connect(host, port, keepalive=10)
-    except OSError as exc:
+    except OSError as exc:  # ssl.SSLError (a refused certificate) is an OSError too
         return ConnectResult(False, f"no answer: {exc}")
     client.loop_start()
     try:

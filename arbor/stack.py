@@ -7,7 +7,10 @@ State lives under the state directory (`.arbor/` in the checkout):
     pg/data, pg/log/postgresql.log      the cluster, owned by `postgres` when we run as root
     mosquitto/{mosquitto.conf,passwd,acl,data/,mosquitto.log,mosquitto.pid}
     secrets/{postgres.json,broker.json,machines.json}   mode 0600
-    arbor.env                            ARBOR_DATABASE_URL / ARBOR_MQTT_URL for the services
+    tls/{ca.pem,ca.key,server.pem,server.key}   a self-signed CA and the broker's certificate
+                                         (keys 0600; server.key owned by the broker's user)
+    arbor.env                            ARBOR_DATABASE_URL / ARBOR_MQTT_URL for the services,
+                                         ARBOR_MQTT_TLS_URL / ARBOR_MQTT_CA for TLS clients
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import os
 import pwd
 import secrets
 import signal
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +39,16 @@ from arbor.config import StackSettings
 from arbor.errors import StackError
 from arbor.mqttprobe import try_connect
 
-__all__ = ["ServerStatus", "database_url", "down", "mqtt_url", "status", "up"]
+__all__ = [
+    "ServerStatus",
+    "database_url",
+    "down",
+    "ensure_tls",
+    "mqtt_tls_url",
+    "mqtt_url",
+    "status",
+    "up",
+]
 
 _PG_SUPERUSER = "postgres"
 _APP_ROLE = "arbor"
@@ -126,6 +140,82 @@ def mqtt_url(settings: StackSettings) -> str:
         f"mqtt://{principal.username}:{quote(principal.password, safe='')}"
         f"@127.0.0.1:{settings.mqtt_port}"
     )
+
+
+def mqtt_tls_url(settings: StackSettings) -> str:
+    """The local broker's TLS listener with the service account (verify with `settings.ca_file`)."""
+    principal = ensure_principal(settings, SERVICE_USER, "service")
+    return (
+        f"mqtts://{principal.username}:{quote(principal.password, safe='')}"
+        f"@127.0.0.1:{settings.tls_port}"
+    )
+
+
+# --- TLS: a self-signed CA and the broker's certificate ------------------------------------------
+
+_TLS_FILES = ("ca.pem", "ca.key", "server.pem", "server.key")
+_SERVER_EXT = """basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+"""
+
+
+def _openssl(args: list[str], cwd: Path) -> None:
+    res = subprocess.run(
+        ["openssl", *args], cwd=cwd, text=True, capture_output=True, check=False, timeout=60
+    )
+    if res.returncode != 0:
+        raise StackError(f"openssl {args[0]} failed: {res.stderr.strip()}")
+
+
+def ensure_tls(settings: StackSettings) -> bool:
+    """Create, once, the CA and the broker's certificate for 127.0.0.1/localhost under tls/.
+
+    Returns whether anything was made. The CA key never leaves tls/ (root-only); the server key
+    is readable by the broker's user only. Everything is made in a scratch directory and moved in
+    last, so a crash half-way leaves nothing a later `up` would mistake for a finished set.
+    """
+    tls_dir = settings.tls_dir
+    if all((tls_dir / name).is_file() for name in _TLS_FILES):
+        return False
+    if shutil.which("openssl") is None:
+        raise StackError("the openssl command is missing (deploy/setup.sh installs it)")
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(tls_dir, 0o755)  # the broker's user must reach server.pem and server.key
+    with tempfile.TemporaryDirectory(dir=tls_dir, prefix=".new-") as tmp_name:
+        tmp = Path(tmp_name)  # mode 0700: nothing readable before the keys are locked down
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        _openssl(
+            ["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "3650",
+             "-subj", "/CN=Arbor local CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            tmp,
+        )  # fmt: skip
+        _openssl(["req", *ec, "-keyout", "server.key", "-out", "server.csr",
+                  "-subj", "/CN=localhost"], tmp)  # fmt: skip
+        (tmp / "server.ext").write_text(_SERVER_EXT)
+        _openssl(
+            ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-set_serial", str(secrets.randbits(63)), "-days", "825",
+             "-extfile", "server.ext", "-out", "server.pem"],
+            tmp,
+        )  # fmt: skip
+        for name, mode in (("ca.key", 0o600), ("server.key", 0o600)):
+            os.chmod(tmp / name, mode)
+        for name in ("ca.pem", "server.pem"):
+            os.chmod(tmp / name, 0o644)
+        if _is_root():
+            try:
+                _chown(tmp / "server.key", "mosquitto")
+            except KeyError:
+                pass
+        # The CA last: its presence with the rest says the set is complete.
+        for name in ("ca.key", "server.key", "server.pem", "ca.pem"):
+            (tmp / name).replace(tls_dir / name)
+    return True
 
 
 # --- PostgreSQL + TimescaleDB ---------------------------------------------------------------------
@@ -274,13 +364,24 @@ def _pg_stop(settings: StackSettings) -> bool:
 def _mqtt_conf(settings: StackSettings) -> str:
     d = settings.mqtt_dir
     user = "mosquitto" if _is_root() else pwd.getpwuid(os.geteuid()).pw_name
+    tls = ""
+    if settings.tls_port:
+        t = settings.tls_dir
+        tls = f"""# MQTT over TLS: the same users and ACL (per_listener_settings false), the server
+# certificate issued by the local CA ({t / "ca.pem"}), TLS 1.2 at least.
+listener {settings.tls_port} 127.0.0.1
+certfile {t / "server.pem"}
+keyfile {t / "server.key"}
+tls_version tlsv1.2
+"""
     return f"""# Written by `arbor up` at every start; edit StackSettings (ARBOR_MQTT_*) instead.
 per_listener_settings false
 allow_anonymous false
 password_file {d / "passwd"}
 acl_file {d / "acl"}
+# Plain MQTT on loopback, kept for local compatibility; devices off this host use TLS.
 listener {settings.mqtt_port} 127.0.0.1
-user {user}
+{tls}user {user}
 pid_file {d / "mosquitto.pid"}
 # Mosquitto's defaults lose data: queued QoS 1 messages beyond 1,000 per client are dropped, and
 # without persistence a restart forgets every queued message and persistent session.
@@ -320,6 +421,8 @@ def _mqtt_start(settings: StackSettings) -> None:
         _chown(path, broker_user)
     # Credentials first, so the broker starts with a service account it accepts.
     ensure_principal(settings, SERVICE_USER, "service")
+    if settings.tls_port:
+        ensure_tls(settings)
     conf = d / "mosquitto.conf"
     _write_private(conf, _mqtt_conf(settings), owner=broker_user)
     res = subprocess.run(
@@ -339,6 +442,15 @@ def _mqtt_wait_ready(settings: StackSettings) -> None:
     last = ""
     while time.monotonic() < deadline:
         res = try_connect("127.0.0.1", settings.mqtt_port, service.username, service.password, 2)
+        if res.accepted and settings.tls_port:
+            res = try_connect(
+                "127.0.0.1",
+                settings.tls_port,
+                service.username,
+                service.password,
+                2,
+                ca_certs=str(settings.ca_file),
+            )
         if res.accepted:
             return
         last = res.reason
@@ -379,9 +491,18 @@ def _write_env_file(settings: StackSettings) -> None:
         "# wins over this file, so ARBOR_DATABASE_URL=... points Arbor at your own database.\n"
         f"ARBOR_DATABASE_URL={database_url(settings)}\n"
         f"ARBOR_MQTT_URL={mqtt_url(settings)}\n"
+    )
+    if settings.tls_port:
+        text += (
+            "# The same broker over TLS; clients verify it against the local CA (docs/security.md).\n"
+            f"ARBOR_MQTT_TLS_URL={mqtt_tls_url(settings)}\n"
+            f"ARBOR_MQTT_CA={settings.ca_file}\n"
+        )
+    text += (
         # The ports too, so later `arbor` commands and tests manage the same servers.
         f"ARBOR_PG_PORT={settings.pg_port}\n"
         f"ARBOR_MQTT_PORT={settings.mqtt_port}\n"
+        f"ARBOR_MQTT_TLS_PORT={settings.tls_port}\n"
     )
     _write_private(settings.env_file, text)
 
@@ -397,9 +518,12 @@ def up(settings: StackSettings) -> list[str]:
             _pg_start(settings)
             actions.append(f"started PostgreSQL + TimescaleDB on 127.0.0.1:{settings.pg_port}")
         _pg_bootstrap(settings)
+        if settings.tls_port and ensure_tls(settings):
+            actions.append(f"created the local CA and the broker's certificate in {settings.tls_dir}")
         if _mqtt_running(settings) is None:
             _mqtt_start(settings)
-            actions.append(f"started Mosquitto on 127.0.0.1:{settings.mqtt_port}")
+            tls = f", TLS on 127.0.0.1:{settings.tls_port}" if settings.tls_port else ""
+            actions.append(f"started Mosquitto on 127.0.0.1:{settings.mqtt_port}{tls}")
         _write_env_file(settings)
     return actions
 
@@ -436,6 +560,7 @@ def status(settings: StackSettings) -> list[ServerStatus]:
             mqtt_pid is not None,
             mqtt_pid,
             f"127.0.0.1:{settings.mqtt_port}",
-            f"config {settings.mqtt_dir / 'mosquitto.conf'}",
+            (f"TLS 127.0.0.1:{settings.tls_port}, " if settings.tls_port else "")
+            + f"config {settings.mqtt_dir / 'mosquitto.conf'}",
         ),
     ]

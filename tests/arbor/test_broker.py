@@ -33,8 +33,13 @@ def test_acl_confines_machines_and_opens_services(tmp_path: object) -> None:
     reg.add("p1.m1", "machine", [("p1", "m1")])
     reg.add("gw1", "gateway", [("p1", "m2"), ("p1", "m3")])
     acl = render_acl(reg)
-    assert "user p1.m1\ntopic write arbor/v1/p1/m1/#\ntopic read arbor/v1/p1/m1/cmd/#\n" in acl
-    assert "topic write arbor/v1/p1/m2/#" in acl and "topic write arbor/v1/p1/m3/#" in acl
+    assert (
+        "user p1.m1\ntopic write arbor/v1/p1/m1/status\ntopic write arbor/v1/p1/m1/telemetry\n"
+        "topic write arbor/v1/p1/m1/event\ntopic write arbor/v1/p1/m1/reply/#\n"
+        "topic read arbor/v1/p1/m1/cmd/#\n"
+    ) in acl
+    assert "topic write arbor/v1/p1/m2/event" in acl and "topic write arbor/v1/p1/m3/event" in acl
+    assert "/cmd/#\n" in acl and "write arbor/v1/p1/m1/cmd" not in acl  # only services command
     assert "user arbor-service\ntopic readwrite arbor/#" in acl
     with pytest.raises(ValueError, match="must match"):
         reg.add("bad", "machine", [("Plant 1", "m1")])
