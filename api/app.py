@@ -31,6 +31,7 @@ from api.routes import (
     dashboard,
     downtime,
     machines,
+    me,
     operations,
     programs,
     stream,
@@ -49,6 +50,7 @@ API_PREFIX = "/api/v1"
 ROUTERS: list[tuple[str, APIRouter]] = [
     ("", operations.root),
     (API_PREFIX, operations.router),
+    (API_PREFIX, me.router),
     (API_PREFIX, catalogue.router),
     (API_PREFIX, machines.router),
     (API_PREFIX, calendars.router),
