@@ -253,7 +253,7 @@ async def _shdr(s: SimSettings, devices_xml_path: Path | None) -> int:
             )
         lines = ShdrLines(fleet, machines)
         async with ShdrServer(
-            s.shdr_host, s.shdr_port, snapshot=lambda: lines.snapshot(fleet.time), record=record
+            s.shdr_host, s.shdr_port, snapshot=lines.snapshot, record=record
         ) as server:
             logger.info("SHDR adapter for %d machine(s) on %s:%d", fleet.n, s.shdr_host,
                         server.port)  # fmt: skip

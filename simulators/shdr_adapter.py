@@ -157,6 +157,8 @@ class ShdrLines:
         self._last: dict[tuple[int, str], str] = {}
         self._active: dict[int, dict[str, tuple[str, str, str]]] = {m: {} for m in machines}
         self._sample = np.zeros((fleet.n, len(_SIGNALS)))
+        #: Time of the tick whose values are held (``None`` before the first :meth:`step`).
+        self.t_values: float | None = None
 
     def _key(self, m: int, key: str) -> str:
         return f"{self.fleet.factory.machines[m].machine_id}:{key}" if self.multi else key
@@ -184,8 +186,14 @@ class ShdrLines:
             vals[key] = "UNAVAILABLE" if off else f"{round(float(v), self.decimals):g}"
         return vals
 
-    def snapshot(self, t: float) -> list[str]:
-        """Every current value and active condition (for a reader that just connected)."""
+    def snapshot(self) -> list[str]:
+        """Every current value and active condition (for a reader that just connected).
+
+        Stamped with the time of the values it holds: the last tick served (before the first
+        tick, one tick before the start). The next tick's lines carry a later timestamp, so a
+        reader never gets two values of one key at one instant.
+        """
+        t = self.t_values if self.t_values is not None else self.fleet.time - self.fleet.dt
         ts = iso_ms(t)
         lines = []
         for m in self.machines:
@@ -207,6 +215,7 @@ class ShdrLines:
         """Lines for tick ``rep``: changed values (one line per machine) and condition changes."""
         f = self.fleet
         f.sample(self._sample)
+        self.t_values = rep.t
         ts = iso_ms(rep.t)
         lines = []
         mine = set(self.machines)
@@ -339,7 +348,7 @@ async def run_fleet_adapter(
     """
     gen = lines or ShdrLines(fleet, machines)
     if server.snapshot is None:
-        server.snapshot = lambda: gen.snapshot(fleet.time)
+        server.snapshot = gen.snapshot
     dt = fleet.dt
     n_ticks = math.inf if math.isinf(duration_s) else round(duration_s / dt)
     paced = speedup > 0 and not math.isinf(speedup)

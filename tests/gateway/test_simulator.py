@@ -31,7 +31,7 @@ def test_simulator_stream_maps_cleanly(tmp_path: Path) -> None:
         for i, d in enumerate(devices)
     }
     gen = ShdrLines(fleet, machines)
-    lines = gen.snapshot(fleet.time)
+    lines = gen.snapshot()
     for _ in range(300):
         lines += gen.step(fleet.step())
     now = datetime.now(UTC)

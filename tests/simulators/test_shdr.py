@@ -19,6 +19,7 @@ from simulators.shdr_adapter import (
     replay_capture,
     run_fleet_adapter,
 )
+from simulators.truth import iso_ms
 
 START = datetime(2025, 3, 3, 6, 0, tzinfo=UTC).timestamp()
 NS = "{urn:mtconnect.org:MTConnectDevices:2.0}"
@@ -60,7 +61,7 @@ def test_served_keys_are_declared_in_devices_xml(tmp_path: Path) -> None:
     lines = []
     for _ in range(600):
         lines += gen.step(fleet.step())
-    lines += gen.snapshot(fleet.time)
+    lines += gen.snapshot()
     assert _keys(lines) <= ids
     assert {"exec", "mode", "Srpm", "Xact", "Aact", "Cact"} <= _keys(lines)
     assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\|", ln) for ln in lines)
@@ -72,9 +73,7 @@ def test_ping_pong_snapshot_and_changes(tmp_path: Path) -> None:
         machines = [0, 1]
         gen = ShdrLines(fleet, machines)
         capture = (tmp_path / "cap.shdr").open("w", encoding="utf-8")
-        async with ShdrServer(
-            port=0, snapshot=lambda: gen.snapshot(fleet.time), record=capture
-        ) as server:
+        async with ShdrServer(port=0, snapshot=gen.snapshot, record=capture) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             head = await _read_until(reader, lambda ln: "exec" in ln)
             writer.write(b"* PING\n")
@@ -130,3 +129,89 @@ def test_replay_at_accelerated_pace(tmp_path: Path) -> None:
     got, elapsed = asyncio.run(main())
     assert got[-1].endswith("|exec|STOPPED")
     assert 0.9 <= elapsed < 3.0
+
+
+def _stamped(lines: list[str]) -> list[tuple[str, str, str]]:
+    """(key, timestamp, value) of every data line; a condition's key includes its code."""
+    out = []
+    for line in lines:
+        if line.startswith("*"):
+            continue
+        ts, *fields = line.split("|")
+        if len(fields) == 6 and fields[0].split(":")[-1] in _COND_KEYS:
+            out.append((f"{fields[0]}/{fields[2]}", ts, "|".join(fields[1:])))
+            continue
+        out += [(k, ts, v) for k, v in zip(fields[0::2], fields[1::2], strict=True)]
+    return out
+
+
+_COND_KEYS = {"system", "coolant_cond", "Scond", "Xcond", "Ycond", "Zcond"}
+
+
+def _assert_one_value_per_instant(lines: list[str]) -> None:
+    """Per key, timestamps never go back and an instant never carries two different values."""
+    last: dict[str, tuple[str, str]] = {}
+    for key, ts, value in _stamped(lines):
+        if key in last:
+            pts, pvalue = last[key]
+            assert ts >= pts, f"{key}: {ts} after {pts}"
+            assert ts > pts or value == pvalue, f"{key} at {ts}: {pvalue!r} then {value!r}"
+        last[key] = (ts, value)
+
+
+def test_snapshot_carries_the_time_of_its_values() -> None:
+    # Bug 4 of docs/reliability.md: the snapshot was stamped with the next tick's time while
+    # holding the last tick's values, so the next line repeated its timestamp with new values.
+    fleet = Fleet(default_factory(3), rate_hz=10, start=START, seed=0)
+    gen = ShdrLines(fleet, [0, 1, 2])
+    for _ in range(4000):
+        gen.step(fleet.step())
+    last_tick = fleet.time - fleet.dt
+    snap = gen.snapshot()
+    assert snap and {ln.split("|", 1)[0] for ln in snap} == {iso_ms(last_tick)}
+    more: list[str] = []
+    while not more:
+        more = gen.step(fleet.step())
+    assert more[0].split("|", 1)[0] > snap[0].split("|", 1)[0]
+    assert all(ln.split("|", 1)[0] == iso_ms(last_tick + fleet.dt) for ln in more)
+    _assert_one_value_per_instant(snap + more)
+
+
+def test_snapshot_before_the_first_tick_precedes_it() -> None:
+    fleet = Fleet(default_factory(2), rate_hz=10, start=START, seed=3)
+    gen = ShdrLines(fleet, [0, 1])
+    snap = gen.snapshot()
+    first = gen.step(fleet.step())
+    assert {ln.split("|", 1)[0] for ln in snap} == {iso_ms(START - 0.1)}
+    assert {ln.split("|", 1)[0] for ln in first} == {iso_ms(START)}
+    _assert_one_value_per_instant(snap + first)
+
+
+def test_readers_joining_mid_stream_never_get_two_values_at_one_instant() -> None:
+    async def main() -> list[list[str]]:
+        fleet = Fleet(default_factory(3), rate_hz=10, start=START, seed=5)
+        gen = ShdrLines(fleet, [0, 1, 2])
+        async with ShdrServer(port=0, snapshot=gen.snapshot) as server:
+            task = asyncio.create_task(
+                run_fleet_adapter(fleet, [0, 1, 2], server, duration_s=200, speedup=0, lines=gen)
+            )
+            got: list[list[str]] = []
+            streams = []
+            for _ in range(4):  # readers join while the adapter is between ticks
+                r, w = await asyncio.open_connection("127.0.0.1", server.port)
+                streams.append((r, w))
+                got.append([])
+                for _ in range(50):
+                    await asyncio.sleep(0)
+            await task
+            for (r, w), lines in zip(streams, got, strict=True):
+                w.close()
+                async with asyncio.timeout(30):
+                    lines += (await r.read()).decode().splitlines()
+                await w.wait_closed()
+        return got
+
+    got = asyncio.run(main())
+    for lines in got:
+        assert sum(1 for ln in lines if not ln.startswith("*")) > 10
+        _assert_one_value_per_instant(lines)
