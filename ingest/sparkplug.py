@@ -82,6 +82,8 @@ class SparkplugHost:
         self._nodes: dict[tuple[str, str], _Node] = {}
         self._map = dict(settings.sparkplug_metric_map)
         self._signal_cache: dict[str, str] = {}
+        self._future_ms = int(settings.max_future.total_seconds() * 1000)
+        self._past_ms = int(settings.max_past.total_seconds() * 1000)
 
     def _signal(self, name: str) -> str:
         found = self._signal_cache.get(name)
@@ -117,6 +119,15 @@ class SparkplugHost:
         except SparkplugPayloadError as exc:
             out.dead.append(
                 DeadLetter("sparkplug_decode", str(exc), raw.topic, raw.payload, received, site,
+                           machine)
+            )  # fmt: skip
+            return
+        # Before the session state sees it, like an undecodable payload: the message is not
+        # stored, so the node's next seq shows the hole (a gap and a rebirth).
+        problem = self._time_problem(payload, raw.received)
+        if problem is not None:
+            out.dead.append(
+                DeadLetter("timestamp_range", problem, raw.topic, raw.payload, received, site,
                            machine)
             )  # fmt: skip
             return
@@ -184,6 +195,30 @@ class SparkplugHost:
             return
         self._metrics(topic, payload, acc, ts)
         out.accepted.append(acc)
+
+    def _time_problem(self, payload: Payload, received_s: float) -> str | None:
+        """The reason a payload or metric timestamp is outside the accepted window (v1's:
+        ``max_future`` ahead, ``max_past`` behind the receive time), checked on the raw
+        milliseconds, so a timestamp like 2**62 ms is refused before it becomes a datetime."""
+        now_ms = int(received_s * 1000)
+        lo, hi = now_ms - self._past_ms, now_ms + self._future_ms
+        stamps = [("payload", payload.timestamp)]
+        stamps += [
+            (f"metric {(m.name or '')[:64] or m.alias!r}", m.timestamp) for m in payload.metrics
+        ]
+        for what, ms in stamps:
+            if ms is None or lo <= ms <= hi:
+                continue
+            if ms > hi:
+                return (
+                    f"{what} timestamp {ms} ms is {(ms - now_ms) / 1000:.0f} s in the future "
+                    f"(limit {self._future_ms / 1000:.0f} s)"
+                )
+            return (
+                f"{what} timestamp {ms} ms is older than the accepted "
+                f"{self._past_ms // 86_400_000} days"
+            )
+        return None
 
     @staticmethod
     def _accepted(

@@ -128,6 +128,40 @@ def test_host_records_gaps_and_asks_for_rebirth() -> None:
     assert [a.seq for a in out.accepted] == [0, 1, 4], "the data after a gap is still stored"
 
 
+def test_host_refuses_out_of_range_timestamps_before_they_overflow() -> None:
+    """Bug 6 of docs/reliability.md: a metric timestamp of 2**62 ms raised OverflowError and
+    became an undocumented `internal` dead letter. Now: `timestamp_range`, v1's window."""
+    dec = Decoder(_settings())
+    g = "plant"
+    t = _now_ms()
+    node = f"spBv1.0/{g}/NDATA/{GROUP_NODE}"
+
+    def data(seq: int, payload_ts: int | None, metric_ts: int | None) -> Payload:
+        metric = Metric(alias=1, value=1.0, timestamp=metric_ts)
+        return Payload(timestamp=payload_ts, seq=seq, metrics=(metric,))
+
+    out = dec.decode(
+        [
+            _raw(f"spBv1.0/{g}/NBIRTH/{GROUP_NODE}", nbirth()),
+            _raw(node, data(1, t, 2**62)),  # far beyond datetime's range
+            _raw(node, data(2, 2**63 - 1, t)),  # the payload's own timestamp
+            _raw(node, data(3, t, t + 10 * 60_000)),  # 10 min ahead (limit 5)
+            _raw(node, data(4, t, t - 31 * 86_400_000)),  # 31 days old (limit 30)
+            _raw(node, data(5, t, t + 60_000)),  # 1 min ahead: fine
+            _raw(f"spBv1.0/{g}/NBIRTH/other", Payload(timestamp=2**62, seq=0, metrics=())),
+        ]
+    )
+    assert [d.kind for d in out.dead] == ["timestamp_range"] * 5
+    reasons = [d.reason for d in out.dead]
+    assert "in the future" in reasons[0] and str(2**62) in reasons[0]
+    assert reasons[1].startswith("payload timestamp")
+    assert "older than the accepted 30 days" in reasons[3]
+    assert [a.seq for a in out.accepted] == [0, 5]  # the birth and the good message
+    # The refused messages are a hole in the node's seq: recorded as a gap, rebirth requested.
+    assert [(x.first_missing, x.last_missing) for x in out.gaps] == [(1, 4)]
+    assert ("plant", GROUP_NODE) in out.rebirths
+
+
 @pytest.fixture(scope="module")
 def db(fresh_database: str) -> str:
     apply_migrations(fresh_database)
@@ -181,7 +215,7 @@ def test_sparkplug_end_to_end(
             # Data before birth: dead-lettered, and a rebirth is requested.
             pub.publish(node.format("NDATA"), encode_payload(ndata(7, 7)))
             pub.flush()
-            assert got.wait(15), "no rebirth request"
+            assert got.wait(60), "no rebirth request"  # generous: a loaded 2-core machine
             cmd = decode_payload(ncmds[0])
             assert [(m.name, m.value) for m in cmd.metrics] == [("Node Control/Rebirth", True)]
             # Birth, 299 data messages across the 255 -> 0 wrap, a device, a gap, a death.
