@@ -8,28 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
-from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.endpoint import MqttEndpoint, parse_mqtt_url
+
 __all__ = ["AlertsSettings", "MqttEndpoint"]
-
-
-class MqttEndpoint:
-    """Host, port and credentials of an `mqtt://user:password@host:port` URL."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"MQTT URL scheme must be mqtt://, got {parts.scheme!r}")
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 1883
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
-
-    def __repr__(self) -> str:  # never the password
-        return f"MqttEndpoint({self.username}@{self.host}:{self.port})"
 
 
 def _default_worker_id() -> str:
@@ -99,7 +84,8 @@ class AlertsSettings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttEndpoint:
-        return MqttEndpoint(self.mqtt_url)
+        """The broker (mqtt:// or mqtts://, protocol.endpoint); str() hides the password."""
+        return parse_mqtt_url(self.mqtt_url)
 
     @property
     def client_id(self) -> str:

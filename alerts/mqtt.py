@@ -64,8 +64,7 @@ class MqttLink:
             manual_ack=True,
         )
         ep = settings.mqtt
-        if ep.username:
-            client.username_pw_set(ep.username, ep.password)
+        ep.configure(client)  # credentials, and TLS for mqtts://
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

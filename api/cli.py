@@ -1,8 +1,10 @@
-"""`arbor api [--host H] [--port P]`: serve the API with uvicorn (default 127.0.0.1:8080)."""
+"""`arbor api [--host H] [--port P] [--tls-cert F --tls-key F]`: serve the API with uvicorn
+(default http://127.0.0.1:8080; HTTPS with a certificate and key, docs/security.md)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["run"]
@@ -12,6 +14,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="arbor api", description="Serve the Arbor REST API.")
     p.add_argument("--host", help="address to listen on (default ARBOR_API_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default ARBOR_API_PORT or 8080)")
+    p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (ARBOR_API_TLS_CERT)")
+    p.add_argument("--tls-key", help="the certificate's PEM private key (ARBOR_API_TLS_KEY)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -34,6 +38,10 @@ def run(argv: list[str]) -> int:
         overrides["api_host"] = args.host
     if args.port is not None:
         overrides["api_port"] = args.port
+    if args.tls_cert is not None:
+        overrides["api_tls_cert"] = args.tls_cert
+    if args.tls_key is not None:
+        overrides["api_tls_key"] = args.tls_key
     try:
         settings = ApiSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -41,12 +49,18 @@ def run(argv: list[str]) -> int:
             field = ".".join(str(p) for p in err["loc"])
             print(f"arbor api: {field}: {err['msg']}", file=sys.stderr)
         return 2
+    for path in (settings.api_tls_cert, settings.api_tls_key):
+        if path and not os.access(path, os.R_OK):
+            print(f"arbor api: cannot read {path}", file=sys.stderr)
+            return 2
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level=args.log_level,
         proxy_headers=False,
+        ssl_certfile=settings.api_tls_cert or None,
+        ssl_keyfile=settings.api_tls_key or None,
     )
     uvicorn.Server(config).run()
     return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.endpoint import parse_mqtt_url
 
 __all__ = ["ApiSettings"]
 
@@ -26,6 +28,10 @@ class ApiSettings(BaseSettings):
     )
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    api_tls_cert: str = Field(
+        default="", description="PEM certificate (chain) to serve HTTPS with; needs api_tls_key"
+    )
+    api_tls_key: str = Field(default="", description="PEM private key of api_tls_cert")
     api_rate_per_s: Annotated[float, Field(gt=0)] = Field(
         default=50.0, description="sustained requests per second per API key (token bucket rate)"
     )
@@ -59,9 +65,23 @@ class ApiSettings(BaseSettings):
             raise ValueError("must be a postgresql:// URL (ARBOR_DATABASE_URL)")
         return value
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if bool(self.api_tls_cert) != bool(self.api_tls_key):
+            raise ValueError(
+                "HTTPS needs both a certificate and its key (ARBOR_API_TLS_CERT, ARBOR_API_TLS_KEY)"
+            )
+        return self
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
-        if value and not value.startswith("mqtt://"):
-            raise ValueError("must be an mqtt://user:password@host:port URL (ARBOR_MQTT_URL)")
+        if value:
+            try:
+                parse_mqtt_url(value)
+            except ValueError as exc:  # the message names the URL without its password
+                raise ValueError(
+                    f"must be an mqtt:// or mqtts://user:password@host:port URL "
+                    f"(ARBOR_MQTT_URL): {exc}"
+                ) from None
         return value

@@ -12,13 +12,13 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from api.errors import UnavailableError
 from protocol import reply_filter
+from protocol.endpoint import parse_mqtt_url
 
 __all__ = ["BrokerLink", "Incoming"]
 
@@ -35,9 +35,9 @@ class BrokerLink:
     """One MQTT 5 connection for the API process; reconnects on its own (paho's backoff)."""
 
     def __init__(self, url: str, *, timeout_s: float, queue_size: int = 10_000) -> None:
-        parts = urlsplit(url)
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 1883
+        endpoint = parse_mqtt_url(url)
+        self._host = endpoint.host
+        self._port = endpoint.port
         self._timeout_s = timeout_s
         self.replies: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=queue_size)
         self.dropped = 0
@@ -49,8 +49,7 @@ class BrokerLink:
             client_id=f"arbor-api-{secrets.token_hex(4)}",
             protocol=mqtt.MQTTv5,
         )
-        if parts.username:
-            self._client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
+        endpoint.configure(self._client)  # credentials, and TLS for mqtts://
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -40,7 +40,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -57,6 +56,7 @@ from protocol import (
     status_filter,
     telemetry_filter,
 )
+from protocol.endpoint import parse_mqtt_url
 
 __all__ = [
     "STATUS_FIELDS",
@@ -269,9 +269,9 @@ class StreamHub:
         queue_samples: int = 256,
         ingress_limit: int = 50_000,
     ) -> None:
-        parts = urlsplit(url)
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 1883
+        endpoint = parse_mqtt_url(url)
+        self._host = endpoint.host
+        self._port = endpoint.port
         self.silence_timeout_s = silence_timeout_s
         self.queue_samples = queue_samples
         self.ingress_limit = ingress_limit
@@ -293,8 +293,7 @@ class StreamHub:
             client_id=f"arbor-api-stream-{secrets.token_hex(4)}",
             protocol=mqtt.MQTTv5,
         )
-        if parts.username:
-            self._client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
+        endpoint.configure(self._client)  # credentials, and TLS for mqtts://
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

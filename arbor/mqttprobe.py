@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -28,11 +30,20 @@ def try_connect(
     timeout_s: float = 5.0,
     *,
     ca_certs: str | None = None,
+    tls: bool | None = None,
 ) -> ConnectResult:
     """Open one MQTT 5 connection, report the CONNACK, and disconnect.
 
-    With `ca_certs` the connection is TLS, the server verified against that CA file.
+    With `ca_certs` (or `tls=True`: the system's trust store) the connection is TLS, the broker's
+    certificate and host name verified; a failed verification is reported, not raised.
     """
+    if tls is None:
+        tls = ca_certs is not None
+    if tls:
+        # The handshake on a socket we own first: paho leaks its socket when a handshake fails.
+        refused = _tls_refusal(host, port, ca_certs, timeout_s)
+        if refused is not None:
+            return refused
     done = threading.Event()
     result: list[ConnectResult] = []
 
@@ -49,12 +60,12 @@ def try_connect(
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if username is not None:
         client.username_pw_set(username, password)
-    if ca_certs is not None:
+    if tls:
         client.tls_set(ca_certs=ca_certs)
     client.on_connect = on_connect
     try:
         client.connect(host, port, keepalive=10)
-    except OSError as exc:  # ssl.SSLError (a refused certificate) is an OSError too
+    except OSError as exc:
         return ConnectResult(False, f"no answer: {exc}")
     client.loop_start()
     try:
@@ -64,3 +75,18 @@ def try_connect(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _tls_refusal(
+    host: str, port: int, ca_certs: str | None, timeout_s: float
+) -> ConnectResult | None:
+    """None when a TLS handshake verifying the broker succeeds, else why it failed."""
+    context = ssl.create_default_context(cafile=ca_certs)
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return None
+    except OSError as exc:  # ssl.SSLError is one
+        return ConnectResult(False, f"no answer: {exc}")

@@ -21,8 +21,8 @@ import json
 import os
 import pwd
 import secrets
-import signal
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -184,7 +184,7 @@ def ensure_tls(settings: StackSettings) -> bool:
     if shutil.which("openssl") is None:
         raise StackError("the openssl command is missing (deploy/setup.sh installs it)")
     tls_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(tls_dir, 0o755)  # the broker's user must reach server.pem and server.key
+    os.chmod(tls_dir, 0o755)  # noqa: S103 - the broker's user reads server.pem, server.key (0600)
     with tempfile.TemporaryDirectory(dir=tls_dir, prefix=".new-") as tmp_name:
         tmp = Path(tmp_name)  # mode 0700: nothing readable before the keys are locked down
         ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -208,10 +208,8 @@ def ensure_tls(settings: StackSettings) -> bool:
         for name in ("ca.pem", "server.pem"):
             os.chmod(tmp / name, 0o644)
         if _is_root():
-            try:
+            with contextlib.suppress(KeyError):  # no such user: the broker runs as us
                 _chown(tmp / "server.key", "mosquitto")
-            except KeyError:
-                pass
         # The CA last: its presence with the rest says the set is complete.
         for name in ("ca.key", "server.key", "server.pem", "ca.pem"):
             (tmp / name).replace(tls_dir / name)
@@ -494,7 +492,7 @@ def _write_env_file(settings: StackSettings) -> None:
     )
     if settings.tls_port:
         text += (
-            "# The same broker over TLS; clients verify it against the local CA (docs/security.md).\n"
+            "# The same broker over TLS, verified against the local CA (docs/security.md).\n"
             f"ARBOR_MQTT_TLS_URL={mqtt_tls_url(settings)}\n"
             f"ARBOR_MQTT_CA={settings.ca_file}\n"
         )
@@ -519,7 +517,9 @@ def up(settings: StackSettings) -> list[str]:
             actions.append(f"started PostgreSQL + TimescaleDB on 127.0.0.1:{settings.pg_port}")
         _pg_bootstrap(settings)
         if settings.tls_port and ensure_tls(settings):
-            actions.append(f"created the local CA and the broker's certificate in {settings.tls_dir}")
+            actions.append(
+                f"created the local CA and the broker's certificate in {settings.tls_dir}"
+            )
         if _mqtt_running(settings) is None:
             _mqtt_start(settings)
             tls = f", TLS on 127.0.0.1:{settings.tls_port}" if settings.tls_port else ""

@@ -129,9 +129,9 @@ def publish(args: argparse.Namespace) -> None:
     """Publish telemetry flat out (or at ``--rate``) for ``--duration`` seconds, QoS 1."""
     import random
 
-    from ingest.config import MqttEndpoint
+    from protocol.endpoint import parse_mqtt_url
 
-    ep = MqttEndpoint(os.environ["ARBOR_MQTT_URL"])
+    ep = parse_mqtt_url(os.environ["ARBOR_MQTT_URL"])
     client = _QoS1Publisher(ep.host, ep.port, ep.username, ep.password)
     names = _signals(args.signals)
     # Publisher k of n sends for machines k, k + n, k + 2n, ... (each machine from one process).

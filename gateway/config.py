@@ -26,11 +26,11 @@ __all__ = [
     "single_source_config",
 ]
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.errors import ConfigError, DeviceModelError
 from gateway.sources.devices import DeviceModel, load_devices, select_device
 from protocol import CATALOGUE, CONTROLLER_KINDS, is_valid_id, is_vendor_signal
+from protocol.endpoint import MqttEndpoint, parse_mqtt_url
 
 
 class GatewaySettings(BaseSettings):
@@ -158,16 +159,6 @@ class GatewayConfig(_Strict):
 
 
 @dataclass(frozen=True, slots=True)
-class MqttEndpoint:
-    """Where and as whom one machine connects."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class ResolvedSource:
     """A source with its device model loaded and its broker endpoint decided."""
 
@@ -190,25 +181,6 @@ def split_address(value: str) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"{value!r}: port {port} out of range")
     return host.strip("[]"), port
-
-
-def parse_mqtt_url(url: str) -> MqttEndpoint:
-    """``mqtt://user:pass@host:port`` -> endpoint; ``ValueError`` if it is not one."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ValueError(f"MQTT URL must start with mqtt://, got {url.split('://')[0]!r}")
-    if not parts.hostname:
-        raise ValueError("MQTT URL has no host")
-    try:
-        port = parts.port or 1883
-    except ValueError as exc:
-        raise ValueError(f"MQTT URL: {exc}") from None
-    return MqttEndpoint(
-        parts.hostname,
-        port,
-        unquote(parts.username) if parts.username else None,
-        unquote(parts.password) if parts.password else None,
-    )
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -288,7 +260,8 @@ def resolve(config: GatewayConfig, settings: GatewaySettings) -> list[ResolvedSo
             )
         host, port = split_address(src.address)
         if model is not None and base is not None:
-            endpoint = MqttEndpoint(base.host, base.port, username, password)
+            # Same broker, scheme and CA (mqtts://) as the URL; this machine's credentials.
+            endpoint = dataclasses.replace(base, username=username, password=password)
             out.append(ResolvedSource(src, host, port, model, endpoint))
     by_address: dict[str, set[str]] = {}
     for r in out:

@@ -139,8 +139,7 @@ class MachinePublisher:
             client_id=self.client_id,
             protocol=mqtt.MQTTv5,
         )
-        if self.endpoint.username:
-            client.username_pw_set(self.endpoint.username, self.endpoint.password)
+        self.endpoint.configure(client)  # credentials, and TLS for mqtts://
         will = Status(
             online=False,
             ts=datetime.now(UTC),

@@ -7,25 +7,13 @@ other setting is ``ARBOR_INGEST_<NAME>`` (e.g. ``ARBOR_INGEST_BATCH_MAX_MESSAGES
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.endpoint import MqttEndpoint, parse_mqtt_url
+
 __all__ = ["IngestSettings", "MqttEndpoint"]
-
-
-class MqttEndpoint:
-    """Host, port and credentials parsed from an ``mqtt://user:password@host:port`` URL."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp", ""):
-            raise ValueError(f"MQTT URL scheme must be mqtt://, got {parts.scheme!r}")
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 1883
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
 
 
 class IngestSettings(BaseSettings):
@@ -88,7 +76,8 @@ class IngestSettings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttEndpoint:
-        return MqttEndpoint(self.mqtt_url)
+        """The broker (mqtt:// or mqtts://, protocol.endpoint); never logs its password."""
+        return parse_mqtt_url(self.mqtt_url)
 
     @property
     def client_id(self) -> str:

@@ -91,8 +91,7 @@ class Subscriber:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if ep.username:
-            client.username_pw_set(ep.username, ep.password)
+        ep.configure(client)  # credentials, and TLS for mqtts://
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe

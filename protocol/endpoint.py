@@ -92,9 +92,7 @@ def parse_mqtt_url(url: str, *, env: Mapping[str, str] | None = None) -> MqttEnd
         raise ValueError(f"MQTT URL {redact_url(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in _PLAIN + _TLS:
-        raise ValueError(
-            f"MQTT URL must start with mqtt:// or mqtts://, got {redact_url(url)!r}"
-        )
+        raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {redact_url(url)!r}")
     if not parts.hostname:
         raise ValueError(f"MQTT URL {redact_url(url)!r} has no host")
     tls = scheme in _TLS

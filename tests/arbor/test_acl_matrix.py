@@ -131,7 +131,9 @@ def test_last_will_on_a_status_topic(
             conn.disconnect_with_will()
             # Mosquitto logs the DISCONNECT when it handles it, and publishes the Will right then.
             wait_until(
-                lambda: f"Client {conn.client_id} disconnected" in principals.broker.log.read_text(),
+                lambda: (
+                    f"Client {conn.client_id} disconnected" in principals.broker.log.read_text()
+                ),
                 what="the broker to handle the DISCONNECT",
             )
     finally:
