@@ -1,19 +1,15 @@
 """Accuracy evaluation for the API, by the very code `arbor check` runs.
 
-The CLI's handlers in :mod:`arbor.check` parse, validate (naming the bad element), evaluate and
-plot. To give the API exactly the same behaviour and messages, the posted JSON is written to a
-private temporary directory and handed to those handlers, figures included; nothing is re-parsed
-here. (If `arbor.check` grows data-in/report-out functions, this module shrinks to calling them.)
+:mod:`arbor.check`'s public functions (`evaluate_iso230_2`, `evaluate_circle`,
+`evaluate_s_piece`) take the parsed JSON, validate it (naming the bad element), evaluate it and
+hand over the figure; the CLI and the API share them, so both give the same figures and messages.
 CPU-bound: call :func:`evaluate` through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -46,36 +42,21 @@ def evaluate(
 
     Raises ValueError with the CLI's message for bad input.
     """
-    with tempfile.TemporaryDirectory(prefix="arbor-api-check-") as tmp:
-        folder = Path(tmp)
-        source = folder / "input.json"
-        source.write_bytes(orjson.dumps(data))
-        plot = str(folder / "figure") if figures else None
-        if kind == "iso230-2":
-            report = check._iso230_2(argparse.Namespace(file=str(source), plot=plot))
-        elif kind == "circle":
-            report = check._circle(argparse.Namespace(file=str(source), plot=plot))
-        else:
-            geometry_file = None
-            if geometry is not None:
-                geometry_file = folder / "geometry.json"
-                geometry_file.write_bytes(orjson.dumps(geometry))
-            report = check._s_piece(
-                argparse.Namespace(
-                    points=str(source),
-                    geometry=None if geometry_file is None else str(geometry_file),
-                    no_best_fit=not best_fit,
-                    plot=plot,
-                )
-            )
-            if geometry_file is not None:
-                report["geometry"] = "posted"
-        report.pop("plots", None)
-        rendered = (
-            {fmt: (folder / f"figure.{fmt}").read_bytes() for fmt in ("png", "svg")}
-            if figures
-            else {}
+    drawn: list[Any] = []
+    sink = drawn.append if figures else None
+    if kind == "iso230-2":
+        report = check.evaluate_iso230_2(data, figure=sink)
+    elif kind == "circle":
+        report = check.evaluate_circle(data, figure=sink)
+    else:
+        report = check.evaluate_s_piece(
+            data, geometry, geometry_name="posted", best_fit=best_fit, figure=sink
         )
+    rendered: dict[str, bytes] = {}
+    if drawn:
+        from analytics.plots import render
+
+        rendered = {fmt: render(drawn[0], fmt) for fmt in ("png", "svg")}
     # The report goes into jsonb and JSON answers: round-trip numpy values into plain ones.
     clean = orjson.loads(orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY))
     return Evaluation(report=clean, figures=rendered)

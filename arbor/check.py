@@ -22,7 +22,19 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["main", "run"]
+__all__ = [
+    "DEFAULT_GEOMETRY",
+    "FigureSink",
+    "default_geometry_text",
+    "evaluate_circle",
+    "evaluate_iso230_2",
+    "evaluate_s_piece",
+    "main",
+    "run",
+]
+
+#: Receives a report's matplotlib figure (`analytics.plots.render` turns it into PNG or SVG).
+FigureSink = Callable[[Any], None]
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -84,10 +96,13 @@ def _write_plot(fig: Any, path: str) -> list[str]:
     return written
 
 
-def _iso230_2(args: argparse.Namespace) -> dict[str, Any]:
-    from analytics.iso230_2 import evaluate_iso230_2
+def evaluate_iso230_2(data: Any, *, figure: FigureSink | None = None) -> dict[str, Any]:
+    """ISO 230-2 positioning report of `data` (the parsed JSON `arbor check iso230-2` reads:
+    ``{targets, up, down, units?, values?}``). `figure`, when given, receives the report's
+    matplotlib figure. Raises ValueError naming the bad element."""
+    from analytics.iso230_2 import evaluate_iso230_2 as evaluate
 
-    data = _require_object(_load_json(args.file, "input"), "ISO 230-2 input")
+    data = _require_object(data, "ISO 230-2 input")
     for key in ("targets", "up", "down"):
         if key not in data:
             raise ValueError(f"{key} is missing; expected targets, up and down")
@@ -98,7 +113,7 @@ def _iso230_2(args: argparse.Namespace) -> dict[str, Any]:
     targets = np.asarray(_checked(data["targets"], "targets"), dtype=np.float64)
     up = np.asarray(_checked(data["up"], "up", matrix=len(targets)), dtype=np.float64)
     down = np.asarray(_checked(data["down"], "down", matrix=len(targets)), dtype=np.float64)
-    result = evaluate_iso230_2(targets * factor, up * factor, down * factor, values=values)
+    result = evaluate(targets * factor, up * factor, down * factor, values=values)
     report: dict[str, Any] = {"check": "iso230-2", "units": "mm", "input_units": units}
     report |= {"values": values}
     report |= result.to_dict()
@@ -115,10 +130,29 @@ def _iso230_2(args: argparse.Namespace) -> dict[str, Any]:
             'than measured positions, add "values": "deviations"'
         )
     report["warnings"] = warnings
-    if args.plot:
+    if figure is not None:
         from analytics.plots import iso230_2_figure
 
-        report["plots"] = _write_plot(iso230_2_figure(result), args.plot)
+        figure(iso230_2_figure(result))
+    return report
+
+
+def _iso230_2(args: argparse.Namespace) -> dict[str, Any]:
+    return _with_plot(
+        args.plot,
+        lambda sink: evaluate_iso230_2(_load_json(args.file, "input"), figure=sink),
+    )
+
+
+def _with_plot(
+    path: str | None, evaluate: Callable[[FigureSink | None], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run `evaluate`; with a plot path, write its figure as PATH.png and PATH.svg and list
+    them last in the report (`plots`)."""
+    figures: list[Any] = []
+    report = evaluate(figures.append if path else None)
+    if path and figures:
+        report["plots"] = _write_plot(figures[0], path)
     return report
 
 
@@ -138,11 +172,16 @@ def _checked(value: Any, field: str, matrix: int | None = None) -> Any:
     )
 
 
-def _circle(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate_circle(data: Any, *, figure: FigureSink | None = None) -> dict[str, Any]:
+    """ISO 230-4 circular test report of `data` (the parsed JSON `arbor check circle` reads:
+    ``{x, y}`` or ``{cw: {x, y}, ccw: {x, y}}``, ``nominal_radius?``, ``nominal_center?``,
+    ``units?``). `figure`, when given, receives the matplotlib figure. Raises ValueError naming
+    the bad element."""
     from analytics._checks import as_float_array
-    from analytics.iso230_4 import evaluate_circle, evaluate_circular_test
+    from analytics.iso230_4 import evaluate_circle as evaluate_path
+    from analytics.iso230_4 import evaluate_circular_test
 
-    data = _require_object(_load_json(args.file, "input"), "circle input")
+    data = _require_object(data, "circle input")
     units, factor = _units(data)
     nominal_radius = data.get("nominal_radius")
     if nominal_radius is not None and (
@@ -186,17 +225,23 @@ def _circle(args: argparse.Namespace) -> dict[str, Any]:
         paths = {"cw": (xa, ya, both.cw), "ccw": (xb, yb, both.ccw)}
     else:
         x, y = xy(data, "")
-        single = evaluate_circle(x, y, **kw)
+        single = evaluate_path(x, y, **kw)
         report |= single.to_dict()
         direction = data.get("direction")
         if direction is not None:
             report["direction"] = str(direction)
         paths = {str(direction or "path"): (x, y, single)}
-    if args.plot:
+    if figure is not None:
         from analytics.plots import circle_figure
 
-        report["plots"] = _write_plot(circle_figure(paths), args.plot)
+        figure(circle_figure(paths))
     return report
+
+
+def _circle(args: argparse.Namespace) -> dict[str, Any]:
+    return _with_plot(
+        args.plot, lambda sink: evaluate_circle(_load_json(args.file, "input"), figure=sink)
+    )
 
 
 def default_geometry_text() -> str:
@@ -204,25 +249,56 @@ def default_geometry_text() -> str:
     return resources.files("analytics").joinpath("data/s_piece_default.json").read_text("utf-8")
 
 
-def _s_piece(args: argparse.Namespace) -> dict[str, Any]:
-    from analytics.s_piece import SPieceGeometry, evaluate_s_piece, parse_measurement
+#: How a report names the shipped geometry.
+DEFAULT_GEOMETRY = "default (illustrative, not the ISO 10791-7 Annex A values)"
 
-    if args.geometry:
-        geometry_data = _load_json(args.geometry, "geometry")
-        source = args.geometry
-    else:
-        geometry_data = json.loads(default_geometry_text())
-        source = "default (illustrative, not the ISO 10791-7 Annex A values)"
-    geometry = SPieceGeometry.from_dict(geometry_data)
-    names, lines, flanks = parse_measurement(_load_json(args.points, "points"))
-    result = evaluate_s_piece(geometry, lines, names, flanks, best_fit=not args.no_best_fit)
-    report: dict[str, Any] = {"check": "s-piece", "geometry": source}
+
+def evaluate_s_piece(
+    points: Any,
+    geometry: Any = None,
+    *,
+    geometry_name: str = "posted",
+    best_fit: bool = True,
+    figure: FigureSink | None = None,
+) -> dict[str, Any]:
+    """ISO 10791-7 S test piece report of CMM `points` (the parsed JSON `arbor check s-piece`
+    reads) against `geometry` (parsed geometry JSON; None: the shipped illustrative one), which
+    the report names `geometry_name`. `figure`, when given, receives the matplotlib figure.
+    Raises ValueError naming the bad element."""
+    from analytics.s_piece import SPieceGeometry, parse_measurement
+    from analytics.s_piece import evaluate_s_piece as evaluate
+
+    if geometry is None:
+        geometry, geometry_name = json.loads(default_geometry_text()), DEFAULT_GEOMETRY
+    nominal = SPieceGeometry.from_dict(geometry)
+    names, lines, flanks = parse_measurement(points)
+    result = evaluate(nominal, lines, names, flanks, best_fit=best_fit)
+    report: dict[str, Any] = {"check": "s-piece", "geometry": geometry_name}
     report |= result.to_dict()
-    if args.plot:
+    if figure is not None:
         from analytics.plots import s_piece_figure
 
-        report["plots"] = _write_plot(s_piece_figure(result), args.plot)
+        figure(s_piece_figure(result))
     return report
+
+
+def _s_piece(args: argparse.Namespace) -> dict[str, Any]:
+    geometry = _load_json(args.geometry, "geometry") if args.geometry else None
+    if geometry is not None:
+        from analytics.s_piece import SPieceGeometry
+
+        SPieceGeometry.from_dict(geometry)  # its errors come before the points' (as always)
+
+    def evaluate(sink: FigureSink | None) -> dict[str, Any]:
+        return evaluate_s_piece(
+            _load_json(args.points, "points"),
+            geometry,
+            geometry_name=args.geometry or DEFAULT_GEOMETRY,
+            best_fit=not args.no_best_fit,
+            figure=sink,
+        )
+
+    return _with_plot(args.plot, evaluate)
 
 
 def _parser() -> _Parser:
