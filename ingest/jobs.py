@@ -36,6 +36,25 @@ SELECT machine_id, session, seq + 1, next_seq - 1 FROM recent
 WHERE next_seq > seq + 1 AND received_at < now() - $2::interval
 ON CONFLICT DO NOTHING
 """
+# A session's lost head (seq 0..k-1 never arrived; the protocol starts every session at 0): the
+# lowest seq seen recently is above 0 and the ledger holds nothing lower for that session at all
+# (not only within the lookback: a long session's head is older than the window, not lost).
+_HEAD_GAPS_SQL = """
+WITH heads AS (
+    SELECT machine_id, session, min(seq) AS first_seq, min(received_at) AS first_received
+    FROM message_ledger
+    WHERE ts > now() - $1::interval AND seq >= 0
+    GROUP BY machine_id, session
+)
+INSERT INTO sequence_gap (machine_id, session, first_missing, last_missing)
+SELECT h.machine_id, h.session, 0, h.first_seq - 1 FROM heads h
+WHERE h.first_seq > 0 AND h.first_received < now() - $2::interval
+  AND NOT EXISTS (
+      SELECT 1 FROM message_ledger l
+      WHERE l.machine_id = h.machine_id AND l.session = h.session
+        AND l.seq >= 0 AND l.seq < h.first_seq)
+ON CONFLICT DO NOTHING
+"""
 _GAPS_FILLED_SQL = """
 UPDATE sequence_gap g SET filled_at = now()
 WHERE g.filled_at IS NULL AND g.source = 'v1' AND g.detected_at > now() - $1::interval
@@ -78,8 +97,9 @@ async def run_jobs(conn: asyncpg.Connection, settings: IngestSettings, *, rollup
     """Run every job once (each in its own transaction, skipped if another worker holds it)."""
     async with conn.transaction():
         if await _locked(conn, _LOCK + 1):
-            await conn.execute(_GAPS_SQL, settings.gap_lookback,
-                               timedelta(seconds=settings.gap_settle_s))  # fmt: skip
+            settle = timedelta(seconds=settings.gap_settle_s)
+            await conn.execute(_GAPS_SQL, settings.gap_lookback, settle)
+            await conn.execute(_HEAD_GAPS_SQL, settings.gap_lookback, settle)
             await conn.execute(_GAPS_FILLED_SQL, settings.gap_lookback)
     async with conn.transaction():
         if await _locked(conn, _LOCK + 2):

@@ -85,3 +85,52 @@ def test_rollups_retention_and_gaps(db: str) -> None:
     with psycopg.connect(db) as conn:
         again = conn.execute("SELECT count(*), sum(n) FROM sample_1m").fetchone()
     assert again == (2, 120)
+
+
+def test_a_lost_session_head_is_a_gap(db: str) -> None:
+    """Bug 5 of docs/reliability.md: seq 0..k-1 of a session never arrived (e.g. an edge buffer
+    dropped its oldest messages). A session whose head is older than the lookback is not a gap."""
+    now = datetime.now(UTC)
+    with psycopg.connect(db, autocommit=True) as conn:
+        mid = conn.execute(
+            "INSERT INTO machine (site, machine) VALUES ('s', 'head') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+
+        def ledger(session: str, seq: int, age: timedelta) -> None:
+            conn.execute(
+                "INSERT INTO message_ledger VALUES (%s, %s, %s, %s, %s, 'telemetry', 1)",
+                [mid, session, seq, now - age, now - age],
+            )
+
+        for seq in (3, 4, 6):  # 0..2 lost, and 5
+            ledger("lost-head", seq, timedelta(minutes=2))
+        for seq in (0, 1, 2):  # complete
+            ledger("whole", seq, timedelta(minutes=2))
+        ledger("long", 0, timedelta(hours=5))  # head outside the 1 h lookback, still there
+        for seq in (900, 901):
+            ledger("long", seq, timedelta(minutes=2))
+        ledger("fresh", 7, timedelta(seconds=1))  # not settled yet (settle 30 s)
+    _run(db, gap_settle_s=30)
+    with psycopg.connect(db) as conn:
+        gaps = conn.execute(
+            "SELECT session, first_missing, last_missing FROM sequence_gap "
+            "WHERE machine_id = %s ORDER BY session, first_missing",
+            [mid],
+        ).fetchall()
+    assert gaps == [("lost-head", 0, 2), ("lost-head", 5, 5)]
+    # The head arrives late: the gap is marked filled, not removed.
+    with psycopg.connect(db, autocommit=True) as conn:
+        for seq in (0, 1, 2):
+            conn.execute(
+                "INSERT INTO message_ledger VALUES (%s, 'lost-head', %s, now(), now(), "
+                "'telemetry', 1)",
+                [mid, seq],
+            )
+    _run(db, gap_settle_s=30)
+    with psycopg.connect(db) as conn:
+        filled = conn.execute(
+            "SELECT first_missing, filled_at IS NOT NULL FROM sequence_gap "
+            "WHERE machine_id = %s AND session = 'lost-head' ORDER BY first_missing",
+            [mid],
+        ).fetchall()
+    assert filled == [(0, True), (5, False)]

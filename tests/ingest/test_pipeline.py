@@ -257,6 +257,27 @@ def test_gaps_are_recorded(db: str, worker: int, pub: Publisher, unique_site: st
     )
 
 
+def test_a_lost_session_head_is_recorded_as_a_gap(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    site, m = unique_site, "m-head"
+    for seq in (3, 4):  # 0..2 never arrive (a new session starts at 0)
+        pub.publish(f"arbor/v1/{site}/{m}/telemetry", telemetry("h1", seq))
+    pub.flush()
+    wait_until(
+        lambda: (
+            rows(
+                db,
+                "SELECT g.session, first_missing, last_missing FROM sequence_gap g "
+                "JOIN machine m ON m.id = g.machine_id WHERE m.machine = %s",
+                m,
+            )
+            == [("h1", 0, 2)]
+        ),
+        what="the lost head 0..2",
+    )
+
+
 def test_silent_machine_becomes_unknown_then_online(
     db: str, worker: int, pub: Publisher, unique_site: str
 ) -> None:
