@@ -1,4 +1,4 @@
-// The API client: the key, fetch with `Authorization: Bearer`, the one error shape, the role.
+// The API client: the key, fetch with `Authorization: Bearer`, the one error shape, who the key is.
 const KEY = "arbor.key";
 export const API = "/api/v1";
 
@@ -28,7 +28,7 @@ export function setKey(key, remember) {
 export function clearKey() {
   sessionStorage.removeItem(KEY);
   localStorage.removeItem(KEY);
-  sessionStorage.removeItem("arbor.role");
+  sessionStorage.removeItem(ME);
 }
 
 function url(path, query) {
@@ -69,49 +69,40 @@ export async function request(path, { method = "GET", query, body, blob = false,
 export const get = (path, query) => request(path, { query });
 export const post = (path, body) => request(path, { method: "POST", body });
 
-// What each role may do, from docs/api.md and docs/alerts.md (the UI hides what the key may not do;
-// the API is the authority and still refuses).
-const CAN = {
-  ack:         ["operator", "engineer", "maintenance", "admin"],
-  comment:     ["operator", "engineer", "maintenance", "admin"],
-  downtime:    ["operator", "engineer", "maintenance", "admin"],
-  assign:      ["engineer", "maintenance", "admin"],
-  resolve:     ["engineer", "maintenance", "admin"],
-  accuracy:    ["engineer", "maintenance", "admin"],
-  audit:       ["engineer", "maintenance", "admin"],
-  uploadProgram: ["engineer", "admin"],
-  push:        ["operator", "engineer", "admin"],
+// The UI's actions and the API route each needs. Whether the key may call a route comes from
+// `GET /me` (its `routes`, read from the API's own role guards): the UI hides what the key may
+// not do, and the API, the authority, still refuses.
+const NEEDS = {
+  ack: "POST /api/v1/alerts/{alert_id}/ack",
+  comment: "POST /api/v1/alerts/{alert_id}/comment",
+  assign: "POST /api/v1/alerts/{alert_id}/assign",
+  resolve: "POST /api/v1/alerts/{alert_id}/resolve",
+  downtime: "POST /api/v1/machines/{machine}/downtime",
+  accuracy: "POST /api/v1/machines/{machine}/accuracy/s-piece",
+  audit: "GET /api/v1/audit",
+  uploadProgram: "POST /api/v1/programs",
+  push: "POST /api/v1/machines/{machine}/programs/push",
 };
+const ME = "arbor.me";
 
-/**
- * The key's role, found with side-effect-free probes (the API has no "who am I" route yet):
- * a guard answers 403 before the body is validated, so an empty POST tells whether a role is
- * admitted without doing anything. Engineer and admin may do the same things in the API today.
- */
-export async function probeRole(key) {
-  const admitted = async (path, method, body) => {
-    try {
-      await request(path, { method, body, key, query: method === "GET" ? { limit: 1 } : undefined });
-      return true;
-    } catch (exc) {
-      if (exc.status === 401) throw exc;
-      return exc.status !== 403;
-    }
-  };
-  await request("signals", { key });  // 401 for a bad key, before anything else
-  const [floor, audit, programs] = await Promise.all([
-    admitted("alerts/0/ack", "POST", {}),
-    admitted("audit", "GET"),
-    admitted("programs", "POST", {}),
-  ]);
-  if (programs) return "engineer";   // or admin: same capabilities
-  if (audit) return "maintenance";
-  if (floor) return "operator";
-  return "viewer";
+/** Who the key is: `GET /me` (id, name, role, sites, routes). Rejects with ApiError (401 for a bad key). */
+export async function whoAmI(key) {
+  return request("me", { key });
 }
 
-let role = "viewer";
-export function setRole(r) { role = r; }
-export function getRole() { return role; }
-/** Whether the signed-in key's role may do `action` (a key of CAN). */
-export function can(action) { return (CAN[action] || []).includes(role); }
+let me = { role: "viewer", name: "", sites: null, routes: [] };
+let routes = new Set();
+/** Keep the answer of `GET /me` for this tab (and in session storage, so a reload needs no call). */
+export function setMe(answer) {
+  me = answer;
+  routes = new Set(answer.routes || []);
+  sessionStorage.setItem(ME, JSON.stringify(answer));
+}
+/** The `GET /me` answer kept in this tab, or null. */
+export function storedMe() {
+  try { return JSON.parse(sessionStorage.getItem(ME) || "null"); } catch { return null; }
+}
+export function getMe() { return me; }
+export function getRole() { return me.role; }
+/** Whether the signed-in key may do `action` (a key of NEEDS). */
+export function can(action) { return routes.has(NEEDS[action]); }

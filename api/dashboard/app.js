@@ -1,5 +1,5 @@
 // The single page: sign-in, navigation and the hash router (#/board, #/machine/plant1:m01, ...).
-import { ApiError, can, clearKey, getKey, getRole, probeRole, setKey, setRole } from "./api.js";
+import { ApiError, can, clearKey, getKey, getMe, getRole, setKey, setMe, storedMe, whoAmI } from "./api.js";
 import { errorBox, fill, h } from "./util.js";
 
 const PAGES = {
@@ -27,6 +27,8 @@ function renderNav(active) {
   fill(nav, Object.entries(PAGES).filter(([, p]) => !p.hidden).map(([name, p]) =>
     h("a", { href: `#/${name}`, "aria-current": name === active ? "page" : null }, p.label)));
   fill(document.getElementById("who"),
+    h("span.who-name", { title: `API key ${getMe().id || ""}` }, getMe().name || ""),
+    getMe().sites ? h("span.who-sites", { title: "The sites this key may see" }, getMe().sites.join(", ")) : null,
     h("span.role", { title: "The role of the signed-in API key" }, getRole()),
     h("button.link", { type: "button", onclick: signOut }, "Sign out"));
 }
@@ -49,10 +51,9 @@ function signInPage(message) {
       event.preventDefault();
       fill(status, h("p.muted", "Checking the key…"));
       try {
-        const role = await probeRole(input.value.trim());
+        const answer = await whoAmI(input.value.trim());
         setKey(input.value.trim(), remember.checked);
-        setRole(role);
-        sessionStorage.setItem("arbor.role", role);
+        setMe(answer);
         location.hash = "#/board";
       } catch (exc) {
         fill(status, errorBox(exc instanceof ApiError ? exc : new Error(String(exc))));
@@ -97,12 +98,11 @@ window.addEventListener("hashchange", route);
 
 async function start() {
   if (getKey()) {
-    let role = sessionStorage.getItem("arbor.role");
-    if (!role) {
-      try { role = await probeRole(getKey()); } catch (exc) { signInPage(exc); return; }
-      sessionStorage.setItem("arbor.role", role);
+    let answer = storedMe();
+    if (!answer) {
+      try { answer = await whoAmI(getKey()); } catch (exc) { signInPage(exc); return; }
     }
-    setRole(role);
+    setMe(answer);
   }
   route();
 }

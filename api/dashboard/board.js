@@ -10,6 +10,9 @@ const SPARK_REFRESH_MS = 60_000;
 /** Figures for tests and the closing note: first render and live update handling times (ms). */
 const perf = (window.__arborBoard = { firstRenderMs: null, updates: 0, lastUpdateMs: null, maxUpdateMs: 0, tiles: 0 });
 
+/** The live indicator's words for the stream's modes (live.js). */
+const MODE_LABEL = { connecting: "connecting…", live: "● live", reconnecting: "reconnecting…", polling: "polling (no live stream)", closed: "stopped" };
+
 const SVG = "http://www.w3.org/2000/svg";
 
 function sparkSvg() {
@@ -36,7 +39,7 @@ function tile(m) {
 }
 
 /** Write a machine's status into its tile (only text and classes: cheap for many updates). */
-function update(el, m) {
+function update(el, m, executionSince) {
   const state = boardState(m);
   el.className = `tile s-${state}`;
   el.dataset.state = state;
@@ -45,8 +48,15 @@ function update(el, m) {
   el.querySelector(".tile-prog").textContent = m.program ? `${m.program}${m.mode ? ` · ${m.mode}` : ""}` : (m.mode || "no program");
   el.querySelector(".tile-parts").textContent = `parts ${num(m.part_count)}`;
   const sinceEl = el.querySelector(".tile-since");
-  sinceEl.textContent = `${m.status} ${since(m.status_since)}`;
-  sinceEl.dataset.since = m.status_since || "";
+  // Time in state: in the current execution state when this page saw it change (the stream
+  // says which fields changed), otherwise since the online/offline change.
+  const inExecution = executionSince && m.status === "online" && m.execution;
+  const label = inExecution ? m.execution.toLowerCase().replace(/_/g, " ") : m.status;
+  const from = inExecution ? executionSince : m.status_since;
+  sinceEl.textContent = `${label} ${since(from)}`;
+  sinceEl.dataset.since = from || "";
+  sinceEl.dataset.label = label;
+  sinceEl.title = inExecution ? `${m.execution} since ${from}` : `${m.status} since ${m.status_since || "?"}`;
   const alarms = el.querySelector(".tile-alarms");
   alarms.textContent = m.active_alarms ? `${m.active_alarms} active alarm${m.active_alarms > 1 ? "s" : ""}` : "";
   el.setAttribute("aria-label", `${m.site} ${m.machine}: ${STATE_LABEL[state]}, ${el.querySelector(".tile-prog").textContent}, parts ${num(m.part_count)}${m.active_alarms ? `, ${m.active_alarms} alarms` : ""}`);
@@ -102,63 +112,122 @@ export async function render(main, { query }) {
   const filters = Object.keys(STATE_LABEL).map((s) =>
     h("label.chip", { class: `chip s-${s}` }, h("input", { type: "checkbox", checked: true, value: s }), " ", STATE_LABEL[s], h("span.count", { dataset: { count: s } })));
   const summary = h("span.muted#board-summary");
-  const liveNote = h("span.live#board-live", "connecting…");
+  const liveText = h("span.live-last");
+  const liveNote = h("span.live#board-live", { role: "status", dataset: { mode: "connecting" } }, h("b", MODE_LABEL.connecting), " ", liveText);
+  const groupBy = h("select#board-group", { "aria-label": "Group machines by" },
+    h("option", { value: "site" }, "by site"),
+    h("option", { value: "area", selected: query.get("group") === "area" }, "by area (machine groups)"));
   const groups = h("div#board-groups");
   const status = h("div");
   fill(main, h("section.board",
-    h("div.toolbar", h("h1", "Status board"), search, h("div.chips", { role: "group", "aria-label": "Show states" }, filters), summary, liveNote),
+    h("div.toolbar", h("h1", "Status board"), search, groupBy, h("div.chips", { role: "group", "aria-label": "Show states" }, filters), summary, liveNote),
     status, groups));
 
   const tiles = new Map();
-  const sites = new Map();
+  const sections = new Map();  // group name -> section element
+  let areaOf = new Map();      // site:machine -> area (its first machine group, by name)
   let spark = null;
+
+  const groupOf = (ref) => (groupBy.value === "area" ? areaOf.get(ref) || "no area" : ref.slice(0, ref.indexOf(":")));
+  const section = (name, parent) => {
+    let el = sections.get(name);
+    if (!el) {
+      el = h("section.site", { "aria-label": `${groupBy.value === "area" ? "Area" : "Site"} ${name}`, dataset: { group: name } },
+        h("h2", name, h("span.group-counts.muted")), h("div.tiles"));
+      sections.set(name, el);
+      parent.append(el);
+    }
+    return el;
+  };
+  const place = (el, parent) => {
+    el.dataset.group = groupOf(el.dataset.key);
+    section(el.dataset.group, parent).querySelector(".tiles").append(el);
+  };
+  /** Lay every tile out in its group: groups in name order ("no area" last), tiles as they are. */
+  const layout = () => {
+    const frag = document.createDocumentFragment();
+    sections.clear();
+    const ordered = [...tiles.values()].map((el) => [groupOf(el.dataset.key), el]);
+    ordered.sort((a, b) => (a[0] === "no area") - (b[0] === "no area") || a[0].localeCompare(b[0]));
+    for (const [, el] of ordered) place(el, frag);
+    groups.replaceChildren(frag);
+  };
 
   const applyFilter = () => {
     const terms = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     const show = new Set(filters.map((f) => f.querySelector("input")).filter((i) => i.checked).map((i) => i.value));
     let shown = 0;
     const counts = Object.fromEntries(Object.keys(STATE_LABEL).map((s) => [s, 0]));
+    const perGroup = new Map();
     for (const el of tiles.values()) {
-      counts[el.dataset.state]++;
-      const visible = show.has(el.dataset.state) && terms.every((t) => el.dataset.search.includes(t));
+      const state = el.dataset.state;
+      counts[state]++;
+      let g = perGroup.get(el.dataset.group);
+      if (!g) perGroup.set(el.dataset.group, (g = { total: 0, shown: 0 }));
+      g.total++;
+      g[state] = (g[state] || 0) + 1;
+      const visible = show.has(state) && terms.every((t) => el.dataset.search.includes(t));
       el.hidden = !visible;
-      if (visible) shown++;
+      if (visible) { shown++; g.shown++; }
     }
-    for (const [siteName, section] of sites) section.hidden = !section.querySelector(".tile:not([hidden])");
-    for (const s of Object.keys(counts)) main.querySelector(`[data-count="${s}"]`).textContent = ` ${counts[s]}`;
+    for (const [name, el] of sections) {
+      const g = perGroup.get(name) || { total: 0, shown: 0 };
+      el.hidden = !g.shown;
+      const parts = Object.keys(STATE_LABEL).filter((st) => g[st]).map((st) => `${g[st]} ${STATE_LABEL[st].toLowerCase()}`);
+      el.querySelector(".group-counts").textContent = ` · ${g.total} machine${g.total === 1 ? "" : "s"}: ${parts.join(", ")}`;
+    }
+    for (const st of Object.keys(counts)) main.querySelector(`[data-count="${st}"]`).textContent = ` ${counts[st]}`;
     summary.textContent = `${shown} of ${tiles.size} machines`;
   };
 
   const addTile = (m) => {
-    let section = sites.get(m.site);
-    if (!section) {
-      section = h("section.site", { "aria-label": `Site ${m.site}` }, h("h2", m.site), h("div.tiles"));
-      sites.set(m.site, section);
-      groups.append(section);
-    }
     const el = tile(m);
     tiles.set(key(m), el);
-    section.querySelector(".tiles").append(el);
+    place(el, groups);
     return el;
   };
 
   search.addEventListener("input", applyFilter);
   for (const f of filters) f.addEventListener("change", applyFilter);
+  const loadAreas = async () => {
+    if (groupBy.value !== "area") return;
+    try {
+      const named = await get("alert-machine-groups");
+      areaOf = new Map();
+      for (const name of Object.keys(named).sort()) for (const ref of named[name]) if (!areaOf.has(ref)) areaOf.set(ref, name);
+    } catch (exc) {
+      fill(status, errorBox(exc));
+    }
+  };
+  groupBy.addEventListener("change", async () => {
+    await loadAreas();
+    layout();
+    applyFilter();
+  });
 
-  const stop = fleetStatus({
-    onSnapshot(machines) {
-      const frag = document.createDocumentFragment();
-      for (const m of machines) {
-        if (!sites.has(m.site)) {
-          const section = h("section.site", { "aria-label": `Site ${m.site}` }, h("h2", m.site), h("div.tiles"));
-          sites.set(m.site, section);
-          frag.append(section);
-        }
-        const el = tile(m);
-        tiles.set(key(m), el);
-        sites.get(m.site).querySelector(".tiles").append(el);
-      }
-      groups.append(frag);
+  // A machine the stream reports after the first view gets a tile once the API's registry has
+  // it (ingest registers machines; the broker may carry one before that, or one that never is).
+  const newcomers = new Map();  // site:machine -> its latest state, while being looked up
+  const unknown = new Map();    // site:machine -> when the registry did not have it
+  const adopt = (m) => {
+    const k = key(m);
+    if (newcomers.has(k)) { newcomers.set(k, m); return; }
+    if (Date.now() - (unknown.get(k) || 0) < 60_000) return;
+    newcomers.set(k, m);
+    // The site's list (200 even when the machine is absent: no failed request in the console).
+    get("machines", { site: m.site }).then((list) => {
+      const latest = newcomers.get(k);
+      if (!list.some((x) => key(x) === k)) unknown.set(k, Date.now());
+      else if (!tiles.has(k)) { spark?.observe(addTile(latest)); applyFilter(); }
+    }, () => unknown.set(k, Date.now())).finally(() => newcomers.delete(k));
+  };
+  const areasLoaded = loadAreas();
+  const execSince = new Map();  // when this page saw each machine's execution change
+  const source = fleetStatus({
+    async onSnapshot(machines) {
+      for (const m of machines) tiles.set(key(m), tile(m));
+      await areasLoaded;
+      layout();
       if (!machines.length) fill(status, h("p.muted", "No machines yet: start the simulator (arbor sim) or a gateway."));
       applyFilter();
       perf.tiles = tiles.size;
@@ -168,36 +237,43 @@ export async function render(main, { query }) {
         document.body.dataset.boardReady = "1";
       });
       spark = sparklines(groups);
-      liveNote.textContent = "live";
     },
-    onChanges(changedMachines, all, fetchMs, removed) {
+    onChanges(changedMachines, removed) {
       const started = performance.now();
       for (const m of changedMachines) {
-        const el = tiles.get(key(m));
-        if (el) update(el, m);
-        else spark?.observe(addTile(m));
+        const k = key(m);
+        if (m.changed?.includes("execution")) execSince.set(k, new Date().toISOString());
+        const el = tiles.get(k);
+        if (el) update(el, m, execSince.get(k));
+        else adopt(m);
       }
       for (const k of removed) { tiles.get(k)?.remove(); tiles.delete(k); }
       applyFilter();
       const took = performance.now() - started;
       perf.updates++;
+      perf.changedTotal = (perf.changedTotal || 0) + changedMachines.length;
       perf.lastUpdateMs = took;
       perf.maxUpdateMs = Math.max(perf.maxUpdateMs, took);
       perf.lastChanged = changedMachines.length;
-      perf.lastFetchMs = fetchMs;
-      liveNote.textContent = `live · ${changedMachines.length} changed at ${new Date().toLocaleTimeString("en-GB")}`;
+      perf.lastAppliedAt = performance.timeOrigin + performance.now();
+      liveText.textContent = `${changedMachines.length} changed at ${new Date().toLocaleTimeString("en-GB")}`;
       fill(status);
     },
+    onMode(mode, detail) {
+      liveNote.dataset.mode = mode;
+      liveNote.title = detail || "";
+      liveNote.firstChild.textContent = MODE_LABEL[mode] || mode;
+      if (mode === "live") fill(status);
+    },
     onError(exc) {
-      liveNote.textContent = "reconnecting…";
       fill(status, errorBox(exc));
     },
   });
   // Time-in-state labels tick every 10 s without refetching.
   const ticker = setInterval(() => {
     for (const el of main.querySelectorAll(".tile-since")) {
-      if (el.dataset.since) el.textContent = el.textContent.replace(/ .*$/, ` ${since(el.dataset.since)}`);
+      if (el.dataset.since) el.textContent = `${el.dataset.label} ${since(el.dataset.since)}`;
     }
   }, 10_000);
-  return () => { stop(); spark?.stop(); clearInterval(ticker); };
+  return () => { source.stop(); spark?.stop(); clearInterval(ticker); };
 }

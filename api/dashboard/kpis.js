@@ -1,7 +1,7 @@
 // KPIs: utilisation or ISO 22400 OEE as a machine x day (or shift) heatmap, the downtime Pareto
 // of one machine, and operator downtime reason entry.
 import { get, post } from "./api.js";
-import { duration, errorBox, fill, h, pct, table, toast } from "./util.js";
+import { duration, errorBox, fill, h, pct, table, toast, when } from "./util.js";
 
 const DAY_MS = 86400e3;
 const OEE_MACHINE_LIMIT = 40;
@@ -38,13 +38,15 @@ export async function render(main, { arg, can }) {
   const machineSel = h("select#k-machine", { "aria-label": "Machine" }, machines.map((m) => h("option", { value: `${m.site}:${m.machine}`, selected: `${m.site}:${m.machine}` === arg }, `${m.site}:${m.machine}`)));
   const pareto = h("div#k-pareto");
   const reasonForm = h("div");
+  const stopsEl = h("div#k-stops");
+  const reasonList = get("downtime-reasons");
 
   fill(main, h("section.kpis",
     h("div.toolbar", h("h1", "KPIs"), measure, group, span, site, h("label.inline", "ideal s/part ", ideal)),
     h("section.panel", { "aria-labelledby": "h-heat" }, h("h2#h-heat", "Per machine and day"), heat),
     h("div.cols",
       h("section.panel", { "aria-labelledby": "h-pareto" }, h("h2#h-pareto", "Downtime Pareto (last 7 days)"), h("label", "Machine ", machineSel), pareto),
-      h("section.panel", { "aria-labelledby": "h-reason" }, h("h2#h-reason", "Record a downtime reason"), reasonForm))));
+      h("section.panel", { "aria-labelledby": "h-reason" }, h("h2#h-reason", "Record a downtime reason"), stopsEl, reasonForm))));
 
   async function loadHeat() {
     const n = Number(span.value);
@@ -89,16 +91,59 @@ export async function render(main, { arg, can }) {
     }
   }
 
+  const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 19);
+  let fillSpan = null;  // set by the reason form: put a stop's span into it
+
+  /** The machine's stops (Execution not ACTIVE, at least a minute) of the last 24 h, newest
+   * first, with the reasons already recorded over them; "Classify" puts one into the form. */
+  async function loadStops() {
+    const ref = machineSel.value;
+    if (!ref) { fill(stopsEl, h("p.muted", "No machines.")); return; }
+    const enc = encodeURIComponent(ref);
+    const to = new Date(); const from = new Date(to.getTime() - DAY_MS);
+    try {
+      const [events, notes, reasons] = await Promise.all([
+        get(`machines/${enc}/events`, { signals: "execution", from: from.toISOString(), to: to.toISOString(), limit: 10000 }),
+        get(`machines/${enc}/downtime`, { from: from.toISOString(), to: to.toISOString() }),
+        reasonList,
+      ]);
+      const label = new Map(reasons.map((r) => [r.code, r.label]));
+      const stops = [];
+      events.forEach((e, i) => {
+        if (e.value === "ACTIVE" || e.value === "UNAVAILABLE") return;
+        const start = Math.max(Date.parse(e.ts), from.getTime());
+        const end = i + 1 < events.length ? Date.parse(events[i + 1].ts) : to.getTime();
+        if (end - start < 60e3) return;
+        const covered = notes.filter((n) => Date.parse(n.start) < end && Date.parse(n.end) > start);
+        stops.push({ state: e.value, start, end, covered });
+      });
+      stops.reverse();
+      fill(stopsEl, table([
+        ["State", (x) => x.state], ["From", (x) => when(new Date(x.start).toISOString())],
+        ["Duration", (x) => duration((x.end - x.start) / 1000), "num"],
+        ["Reason", (x) => x.covered.length ? x.covered.map((n) => label.get(n.reason) || n.reason).join(", ") : h("span.muted", "none yet")],
+        ["", (x) => (fillSpan && !x.covered.length ? h("button.stop-use", { type: "button", onclick: () => fillSpan(x.start, x.end) }, "Classify") : "")],
+      ], stops.slice(0, 20), { empty: "No stops of a minute or more in the last 24 h.", caption: `Stops of ${ref}, last 24 h` }));
+    } catch (exc) {
+      fill(stopsEl, errorBox(exc));
+    }
+  }
+
   async function reasonEntry() {
     if (!can("downtime")) { fill(reasonForm, h("p.muted", "Your key's role may not record downtime reasons.")); return; }
-    const reasons = await get("downtime-reasons");
-    const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
-    const start = h("input#r-start", { type: "datetime-local", required: true, value: local(new Date(Date.now() - 3600e3)) });
-    const end = h("input#r-end", { type: "datetime-local", required: true, value: local(new Date(Date.now() - 60e3)) });
+    const reasons = await reasonList;
+    const start = h("input#r-start", { type: "datetime-local", step: 1, required: true, value: local(new Date(Date.now() - 3600e3)) });
+    const end = h("input#r-end", { type: "datetime-local", step: 1, required: true, value: local(new Date(Date.now() - 60e3)) });
     const reason = h("select#r-reason", reasons.map((r) => h("option", { value: r.code }, `${r.label}${r.planned ? " (planned)" : ""}`)));
     const comment = h("input#r-comment", { type: "text", maxlength: 500 });
     const status = h("div");
-    fill(reasonForm, h("form.form-grid", {
+    // A stop's span, shrunk to whole seconds inside it (the API refuses a span with running time).
+    fillSpan = (a, b) => {
+      start.value = local(new Date(Math.ceil(a / 1000) * 1000));
+      end.value = local(new Date(Math.floor(b / 1000) * 1000));
+      reason.focus();
+    };
+    fill(reasonForm, h("form.form-grid#reason-form", {
       onsubmit: async (e) => {
         e.preventDefault();
         try {
@@ -106,6 +151,7 @@ export async function render(main, { arg, can }) {
           fill(status);
           toast(`Recorded ${reason.value} on ${machineSel.value}`);
           loadPareto();
+          loadStops();
         } catch (exc) { fill(status, errorBox(exc)); }
       },
     }, h("label", "From", start), h("label", "To", end), h("label", "Reason", reason), h("label", "Comment", comment),
@@ -113,6 +159,7 @@ export async function render(main, { arg, can }) {
   }
 
   for (const el of [measure, group, span, site, ideal]) el.addEventListener("change", loadHeat);
-  machineSel.addEventListener("change", loadPareto);
+  machineSel.addEventListener("change", () => { loadPareto(); loadStops(); });
   await Promise.all([loadHeat(), loadPareto(), reasonEntry()]);
+  await loadStops();
 }

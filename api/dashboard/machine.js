@@ -2,6 +2,7 @@
 // the execution-state timeline, cycles with per-program statistics, tool life, alarms, accuracy.
 import { get } from "./api.js";
 import { stateTimeline, timeChart } from "./chart.js";
+import { liveStream } from "./live.js";
 import {
   STATE_LABEL, boardState, duration, errorBox, fill, h, lastHours, num, pct, since, table, when,
 } from "./util.js";
@@ -12,7 +13,12 @@ const CHARTS = [
   { title: "Overrides", signals: [["feed_override", "feed override", "%"], ["spindle_override", "spindle override", "%"]] },
 ];
 const RANGES = [["1 h", 1], ["8 h", 8], ["24 h", 24], ["7 d", 168]];
-const LIVE_MS = 10_000;
+const POLL_MS = 10_000;       // the status without the stream
+const HISTORY_MS = 60_000;   // the history charts (server-side downsampled) when not zoomed
+const LIVE_WINDOW_S = 300;   // the live chart's span, fed by the stream
+const LIVE_SIGNALS = CHARTS.flatMap((c) => c.signals.map(([s]) => s));
+const MODE_LABEL = { connecting: "connecting…", live: "● live", reconnecting: "reconnecting…", polling: "polling (no live stream)", closed: "stopped" };
+const STATUS_KEYS = ["status", "online", "last_seen", "status_since", "execution", "mode", "program", "part_count", "alarms", "active_alarms"];
 
 function section(title, id, ...body) {
   return h("section.panel", { "aria-labelledby": id }, h("h2", { id }, title), ...body);
@@ -27,14 +33,19 @@ export async function render(main, { arg }) {
   const enc = encodeURIComponent(ref);
   const head = h("div.machine-head");
   const rangeButtons = h("div.range", { role: "group", "aria-label": "Time range" });
+  const panButtons = h("div.range", { role: "group", "aria-label": "Move the time window" });
   const charts = h("div.charts");
   const timeline = h("div.timeline-wrap");
   const cycles = h("div"); const stats = h("div"); const tools = h("div");
   const alarms = h("div"); const accuracy = h("div");
+  const liveNote = h("span.live#machine-live", { role: "status", dataset: { mode: "connecting" } }, h("b", MODE_LABEL.connecting));
+  const liveValues = h("dl.facts.live-values#live-values");
+  const liveChart = h("div.chart#live-chart", { role: "img", "aria-label": "Spindle load and feed, last 5 minutes, live" });
   fill(main, h("section.machine",
     h("p.crumbs", h("a", { href: "#/board" }, "Status board"), " / ", ref),
     head,
-    h("div.toolbar", h("span.muted", "Drag on a chart to zoom (the server downsamples each window), double-click to reset."), rangeButtons),
+    h("div.toolbar", h("span.muted", "Drag on a chart to zoom (the server downsamples each window), double-click to reset."), rangeButtons, panButtons, liveNote),
+    section("Live (last 5 minutes, every sample from the stream)", "h-live", liveValues, liveChart),
     section("Execution state", "h-timeline", timeline),
     charts,
     h("div.cols",
@@ -50,10 +61,10 @@ export async function render(main, { arg }) {
   let span = lastHours(hours);
   let zoomed = false;
 
-  const detail = async () => {
-    try {
-      const m = await get(`machines/${enc}`);
-      const state = boardState(m);
+  let current = null;
+  const renderHead = () => {
+    const m = current;
+    const state = boardState(m);
       fill(head,
         h("h1", `${m.site} : ${m.machine}`),
         h("span.badge", { class: `badge s-${state}` }, STATE_LABEL[state]),
@@ -66,6 +77,11 @@ export async function render(main, { arg }) {
           h("dt", "Last seen"), h("dd", when(m.last_seen)),
           h("dt", "Controller"), h("dd", [m.controller?.vendor, m.controller?.model].filter(Boolean).join(" ") || "–")),
         m.alarms.length ? h("ul.alarms-now", m.alarms.map((a) => h("li", { class: `lvl-${a.level}` }, `${a.level} ${a.code || ""} ${a.text || ""} (${since(a.opened_at)})`))) : null);
+  };
+  const detail = async () => {
+    try {
+      current = await get(`machines/${enc}`);
+      renderHead();
     } catch (exc) {
       fill(head, h("h1", ref), errorBox(exc));
     }
@@ -141,12 +157,89 @@ export async function render(main, { arg }) {
     },
   }, label)));
 
+  // Pan and zoom out: move the window by half its width (never past now) or double it; each
+  // is a new request, downsampled by the server to the same number of points.
+  const shift = (fraction, widen = 1) => {
+    const from = Date.parse(span.from); const to = Date.parse(span.to);
+    const width = (to - from) * widen;
+    const mid = (from + to) / 2 + (to - from) * fraction;
+    const end = Math.min(Date.now(), mid + width / 2);
+    const start = Math.max(end - width, Date.now() - 400 * 86400e3);
+    span = { from: new Date(start).toISOString(), to: new Date(end).toISOString() };
+    zoomed = end < Date.now() - 1000 || widen !== 1 || fraction !== 0;
+    drawCharts(); tables();
+  };
+  fill(panButtons,
+    h("button#pan-earlier", { type: "button", title: "Half a window earlier", onclick: () => shift(-0.5) }, "◀ earlier"),
+    h("button#zoom-out", { type: "button", title: "Twice as long a window", onclick: () => shift(0, 2) }, "zoom out"),
+    h("button#pan-later", { type: "button", title: "Half a window later (up to now)", onclick: () => shift(0.5) }, "later ▶"));
+
   await Promise.all([detail(), drawCharts()]);
   tables(); toolLife(); accuracyHistory();
-  const live = setInterval(() => {
-    detail();
-    if (!zoomed) { span = lastHours(hours); drawCharts(); }
-  }, LIVE_MS);
-  return () => { clearInterval(live); for (const d of destroyers) d.destroy(); };
-}
 
+  // Live: status and the chart signals from the stream; polling of the status only while the
+  // stream cannot be opened.
+  const buffers = new Map(LIVE_SIGNALS.map((n) => [n, []]));  // [[t seconds, value], ...]
+  const latest = new Map();
+  let livePlot = null;
+  let drawQueued = false;
+  const drawLive = () => {
+    drawQueued = false;
+    const now = Date.now() / 1000;
+    const times = [...new Set([...buffers.values()].flatMap((b) => b.map(([t]) => t)))].sort((a, b) => a - b);
+    const index = new Map(times.map((t, i) => [t, i]));
+    const column = (name) => { const out = times.map(() => null); for (const [t, v] of buffers.get(name)) out[index.get(t)] = v; return out; };
+    const shown = [["spindle_load", "load", "%"], ["feedrate", "feed", "mm/min"]];
+    if (!livePlot) {
+      livePlot = timeChart(liveChart, { t: times, series: shown.map(([n, label, unit]) => ({ label, unit, values: column(n) })), height: 180 });
+    } else {
+      livePlot.plot.setData([times, ...shown.map(([n]) => column(n))], false);
+      livePlot.plot.setScale("x", { min: now - LIVE_WINDOW_S, max: now });
+    }
+    fill(liveValues, CHARTS.flatMap((c) => c.signals).flatMap(([n, label, unit]) => [
+      h("dt", label), h("dd", { dataset: { signal: n } }, latest.has(n) ? `${num(latest.get(n))} ${unit}` : "–")]));
+  };
+  let pollTimer = 0;
+  const poll = () => { detail(); pollTimer = setTimeout(poll, POLL_MS); };
+  const stream = liveStream({
+    subscription: { machines: [ref], signals: LIVE_SIGNALS },
+    onStatus(m) {
+      if (!current) return;
+      for (const k of STATUS_KEYS) if (k in m) current[k] = m[k];
+      renderHead();
+    },
+    onTelemetry(frame) {
+      const cutoff = Date.now() / 1000 - LIVE_WINDOW_S;
+      for (const [name, samples] of Object.entries(frame.signals)) {
+        const buffer = buffers.get(name);
+        if (!buffer) continue;
+        for (const [ts, v] of samples) buffer.push([Date.parse(ts) / 1000, v]);
+        while (buffer.length && buffer[0][0] < cutoff) buffer.shift();
+        if (samples.length) latest.set(name, samples[samples.length - 1][1]);
+      }
+      if (!drawQueued) { drawQueued = true; requestAnimationFrame(drawLive); }
+    },
+    onMode(mode, detailText) {
+      if (pollTimer && mode !== "live") return;
+      liveNote.dataset.mode = mode;
+      liveNote.title = detailText || "";
+      liveNote.firstChild.textContent = MODE_LABEL[mode] || mode;
+      if (mode === "live" && pollTimer) { clearTimeout(pollTimer); pollTimer = 0; detail(); }
+    },
+    onUnavailable() {
+      if (pollTimer) return;
+      liveNote.dataset.mode = "polling";
+      liveNote.firstChild.textContent = MODE_LABEL.polling;
+      pollTimer = setTimeout(poll, POLL_MS);
+    },
+  });
+  drawLive();
+  const history = setInterval(() => {
+    if (!zoomed) { span = lastHours(hours); drawCharts(); }
+  }, HISTORY_MS);
+  return () => {
+    stream.stop(); clearTimeout(pollTimer); clearInterval(history);
+    livePlot?.destroy();
+    for (const d of destroyers) d.destroy();
+  };
+}

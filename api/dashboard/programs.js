@@ -7,7 +7,7 @@ export async function render(main, { can }) {
   const versions = h("div#prog-versions");
   const pushes = h("div#prog-pushes");
   const uploadStatus = h("div");
-  const name = h("input#prog-name", { type: "text", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.-]*", placeholder: "O1234", "aria-label": "Program name" });
+  const name = h("input#prog-name", { type: "text", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]*", placeholder: "O1234", "aria-label": "Program name" });
   const comment = h("input#prog-comment", { type: "text", maxlength: 500, "aria-label": "Comment" });
   const file = h("input#prog-file", { type: "file", required: true, "aria-label": "Program file" });
   file.addEventListener("change", () => {

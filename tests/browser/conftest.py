@@ -8,14 +8,20 @@ the dashboard's vendor assets the tests skip, unless ARBOR_REQUIRE_SERVICES is s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import uvicorn
 
+from api.app import create_app
+from api.config import ApiSettings
 from api.routes.dashboard import vendor_dir
 from tests.api.conftest import (  # noqa: F401 (fixtures, re-exported for tests/browser)
     api_database,
@@ -73,12 +79,6 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-# Requests the sign-in makes on purpose to learn the key's role (an empty POST is refused by the
-# role guard with 403, or by validation with 404/422, without doing anything): Chromium logs each
-# failed request on the console, and these are the only console errors a page may show.
-_ROLE_PROBES = ("/api/v1/alerts/0/ack", "/api/v1/programs", "/api/v1/audit")
-
-
 class PageWatch:
     """Collects a page's console errors and uncaught exceptions."""
 
@@ -92,10 +92,6 @@ class PageWatch:
         if message.type != "error":
             return
         where = str(message.location.get("url", ""))
-        if message.text.startswith("Failed to load resource") and where.split("?")[0].endswith(
-            _ROLE_PROBES
-        ):
-            return
         self.errors.append(f"{message.text} at {where}")
 
 
@@ -119,3 +115,29 @@ def new_page(browser: Browser, viewport: dict[str, int] | None = None) -> tuple[
     page = context.new_page()
     page.set_default_timeout(20_000)
     return page, PageWatch(page)
+
+
+@contextlib.contextmanager
+def serve_on(settings: ApiSettings, port: int) -> Iterator[str]:
+    """The API on uvicorn in a thread on a given loopback `port`, so a test can stop it and start
+    another on the same address (a restart, as an open page sees it). Yields the base URL."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the API server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import psycopg
@@ -211,7 +212,7 @@ def test_machine_page_figures_equal_the_api(
     cycles = admin_api.get(f"/api/v1/machines/{site}:m01/cycles", params=window).json()["cycles"]
     assert page.locator("#h-cycles + * tbody tr").count() == len(cycles) == 3
     # zooming on a chart fetches the selected window again (server-side downsampling)
-    box = page.locator(".chart .u-over").first.bounding_box()
+    box = page.locator(".charts .chart .u-over").first.bounding_box()
     assert box is not None
     with page.expect_response(lambda r: "/telemetry" in r.url) as zoomed:
         page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 20)
@@ -219,7 +220,24 @@ def test_machine_page_figures_equal_the_api(
         page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + 20, steps=5)
         page.mouse.up()
     assert zoomed.value.ok
+    # pan and zoom out: each a new window of the same number of points, downsampled server-side
+    zf, zt = _window_of(zoomed.value.url)
+    with page.expect_response(lambda r: "/telemetry" in r.url) as panned:
+        page.click("#pan-earlier")
+    pf, pt = _window_of(panned.value.url)
+    assert abs((pt - pf) - (zt - zf)) < timedelta(seconds=1)
+    assert abs((zt - pt) - (zt - zf) / 2) < timedelta(seconds=1)
+    with page.expect_response(lambda r: "/telemetry" in r.url) as widened:
+        page.click("#zoom-out")
+    wf, wt = _window_of(widened.value.url)
+    assert abs((wt - wf) - 2 * (pt - pf)) < timedelta(seconds=1)
+    assert widened.value.json()["bucket_s"] >= panned.value.json()["bucket_s"]
     assert watch.errors == []
+
+
+def _window_of(url: str) -> tuple[datetime, datetime]:
+    query = parse_qs(urlsplit(url).query)
+    return datetime.fromisoformat(query["from"][0]), datetime.fromisoformat(query["to"][0])
 
 
 def test_acknowledging_in_the_ui_changes_the_api(
@@ -304,3 +322,63 @@ def test_a_bad_key_is_refused_with_the_apis_message(browser: Any, base_url: str)
     error = page.wait_for_selector("form.signin .error")
     assert error is not None and "invalid_key" in error.inner_text()
     assert all("401" in e for e in watch.errors)  # the refused request itself
+
+
+def test_operator_classifies_a_stop_on_the_kpis_page(
+    browser: Any, base_url: str, site: str, keys: dict[Role, str], admin_api: httpx.Client
+) -> None:
+    page, watch = new_page(browser)
+    sign_in(page, base_url, keys[Role.OPERATOR])
+    page.goto(f"{base_url}/#/kpis")
+    page.wait_for_selector("#k-heat table.heatmap")
+    page.select_option("#k-machine", f"{site}:m02")
+    page.wait_for_selector(f"#k-stops caption:text('Stops of {site}:m02')")
+    # m02 has been STOPPED for two hours: one stop, not classified yet
+    row = page.locator("#k-stops tbody tr").first
+    assert row.locator("td").first.inner_text() == "STOPPED"
+    row.locator("button.stop-use").click()
+    page.select_option("#r-reason", "tool_change")
+    page.fill("#r-comment", "insert worn")
+    page.click("#reason-form button[type=submit]")
+    page.locator("#k-stops tbody tr").first.locator("td", has_text="Tool change").wait_for()
+    window = {"from": _ago(24 * 60).isoformat(), "to": datetime.now(UTC).isoformat()}
+    (note,) = admin_api.get(f"/api/v1/machines/{site}:m02/downtime", params=window).json()
+    assert (note["reason"], note["comment"]) == ("tool_change", "insert worn")
+    stopped_at = _ago(120)
+    assert stopped_at <= datetime.fromisoformat(note["start"]) < stopped_at + timedelta(seconds=2)
+    assert note["created_by"].startswith("test operator")
+    page.locator("#k-pareto td", has_text="tool_change").wait_for()
+    assert watch.errors == []
+
+
+def test_alert_assign_comment_and_resolve_in_the_ui(
+    browser: Any,
+    base_url: str,
+    alert_id: int,
+    keys: dict[Role, str],
+    admin_api: httpx.Client,
+) -> None:
+    from playwright.sync_api import expect
+
+    page, watch = new_page(browser)
+    sign_in(page, base_url, keys[Role.MAINTENANCE])
+    page.goto(f"{base_url}/#/alerts?alert={alert_id}&state=")
+    page.wait_for_selector("#a-assign")
+    page.fill("#a-assignee", "li wei")
+    page.click("#a-assign")
+    expect(page.locator("#alert-detail dd", has_text="li wei")).to_have_count(1)
+    page.fill("#a-comment", "bearing ordered")
+    page.click("#a-comment-btn")
+    expect(page.locator("#alert-detail td", has_text="bearing ordered")).to_have_count(1)
+    page.click("#a-resolve")
+    expect(page.locator("#a-state")).to_have_text("resolved")
+    alert = admin_api.get(f"/api/v1/alerts/{alert_id}").json()
+    assert alert["state"] == "resolved" and alert["assigned_to"] == "li wei"
+    assert any(
+        (e.get("detail") or {}).get("comment") == "bearing ordered" for e in alert["history"]
+    )
+    # the list filtered by assignee finds it
+    page.fill("#f-assignee", "li wei")
+    page.select_option("#f-state", "")
+    expect(page.locator(f'#alert-list [data-alert="{alert_id}"]')).to_have_count(1)
+    assert watch.errors == []
