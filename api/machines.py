@@ -33,20 +33,34 @@ __all__ = [
 
 _STATUS = ("online", "offline", "unknown")
 
-#: Every machine with its live status (`status`, latest execution, mode, program, part count and
-#: the number of open alarms); callers append WHERE / ORDER BY on `m`.
+#: Every machine with its live status (`status`, latest execution and since when, mode, program,
+#: part count and the number of open alarms); callers append WHERE / ORDER BY on `m`.
 _LATEST = """(SELECT {col} FROM event e WHERE e.machine_id = m.id AND e.signal = '{signal}'
               ORDER BY e.ts DESC LIMIT 1)"""
 
+#: When the latest execution value began: the first of the trailing run of events with that
+#: value (a birth snapshot repeating the value does not restart it). Two index probes on
+#: event (machine_id, signal, ts DESC).
+_EXECUTION_SINCE = """(SELECT min(e.ts) FROM event e
+      WHERE e.machine_id = m.id AND e.signal = 'execution'
+        AND e.ts > coalesce((SELECT max(d.ts) FROM event d
+                              WHERE d.machine_id = m.id AND d.signal = 'execution'
+                                AND d.ts < ex.ts AND d.value IS DISTINCT FROM ex.value),
+                            '-infinity'))"""
+
 STATUS_SQL = f"""
 SELECT m.site, m.machine, m.status, m.online, m.last_seen, m.status_since,
-       {_LATEST.format(col="value", signal="execution")} AS execution,
+       ex.value AS execution,
+       {_EXECUTION_SINCE} AS execution_since,
        {_LATEST.format(col="value", signal="controller_mode")} AS mode,
        {_LATEST.format(col="value", signal="program")} AS program,
        {_LATEST.format(col="value_num", signal="part_count")} AS part_count,
        (SELECT count(*) FROM alarm a WHERE a.machine_id = m.id AND a.closed_at IS NULL)::int
            AS active_alarms
-  FROM machine m"""  # noqa: S608 (constant fragments only)
+  FROM machine m
+  LEFT JOIN LATERAL (SELECT e.value, e.ts FROM event e
+                      WHERE e.machine_id = m.id AND e.signal = 'execution'
+                      ORDER BY e.ts DESC LIMIT 1) ex ON true"""  # noqa: S608 (constant fragments only)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ class MachineStatus(BaseModel):
     last_seen: datetime | None
     status_since: datetime | None
     execution: str | None
+    execution_since: datetime | None = Field(
+        description="when the latest execution value began (time in state = now - this)"
+    )
     mode: str | None
     program: str | None
     part_count: float | None

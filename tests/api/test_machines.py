@@ -92,8 +92,40 @@ def test_fleet_list_with_live_status(site: str, viewer: httpx.Client) -> None:
     assert (m01["execution"], m01["mode"], m01["program"]) == ("UNAVAILABLE", "AUTOMATIC", "O200")
     assert m01["part_count"] == 12 and m01["active_alarms"] == 1
     assert m01["last_seen"].startswith(f"{DAY}T15:59")
+    assert m01["execution_since"].startswith(f"{DAY}T15:00:00")
     idle = rows["idle"]
     assert (idle["status"], idle["execution"], idle["active_alarms"]) == ("unknown", None, 0)
+    assert idle["execution_since"] is None
+
+
+def test_execution_since_is_when_the_state_began_not_its_last_repeat(
+    site: str, api_database: str, viewer: httpx.Client
+) -> None:
+    """A birth snapshot repeats the current execution value: time in state does not restart."""
+    add_machines(api_database, [(site, "since")])
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        (mid,) = conn.execute(
+            "SELECT id FROM machine WHERE site = %s AND machine = 'since'", [site]
+        ).fetchone() or (None,)
+        for at, value in [("10:00", "ACTIVE"), ("10:30", "READY"), ("11:00", "ACTIVE"),
+                          ("11:30", "ACTIVE"), ("12:00", "ACTIVE")]:  # fmt: skip
+            conn.execute(
+                "INSERT INTO event (machine_id, ts, signal, value) "
+                "VALUES (%s, %s, 'execution', %s)",
+                [mid, _t(at), value],
+            )
+    try:
+        rows = {
+            r["machine"]: r for r in viewer.get("/api/v1/machines", params={"site": site}).json()
+        }
+        assert rows["since"]["execution"] == "ACTIVE"
+        assert rows["since"]["execution_since"].startswith(f"{DAY}T11:00:00")
+        detail = viewer.get(f"/api/v1/machines/{site}:since").json()
+        assert detail["execution_since"] == rows["since"]["execution_since"]
+    finally:
+        with psycopg.connect(api_database, autocommit=True) as conn:
+            conn.execute("DELETE FROM event WHERE machine_id = %s", [mid])
+            conn.execute("DELETE FROM machine WHERE id = %s", [mid])
 
 
 def test_scoped_key_sees_only_its_sites(
