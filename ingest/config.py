@@ -13,7 +13,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.endpoint import MqttEndpoint, parse_mqtt_url
 
-__all__ = ["IngestSettings", "MqttEndpoint"]
+__all__ = [
+    "SUB_ANCHOR",
+    "SUB_SHARED",
+    "SUB_SPARKPLUG",
+    "SUB_STATUS",
+    "IngestSettings",
+    "MqttEndpoint",
+]
+
+#: MQTT 5 subscription identifiers of ingest's subscriptions.
+SUB_SHARED = 1  # $share/<group>/<topic_filter>: each message to one worker
+SUB_STATUS = 2  # status_filter, non-shared: every worker knows every machine's session
+SUB_SPARKPLUG = 3  # sparkplug_filter, non-shared
+SUB_ANCHOR = 4  # topic_filter, non-shared, worker 0 only: survives a broker restart
 
 
 class IngestSettings(BaseSettings):
@@ -33,6 +46,11 @@ class IngestSettings(BaseSettings):
     sparkplug_filter: str = "spBv1.0/#"
     client_id_prefix: str = "arbor-ingest"
     worker_index: int = Field(default=0, ge=0)
+    #: A non-shared "anchor" subscription to `topic_filter` in this worker's persistent session,
+    #: so that what is published after a broker restart but before the shared subscription is
+    #: back is still queued for ingest (Mosquitto 2.0 does not persist shared subscriptions; see
+    #: docs/ingest.md). By default worker 0 holds it; "false" turns it off.
+    anchor: bool | None = None
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     #: MQTT 5 Receive Maximum: unacked QoS 1 messages the broker may send us. This is the memory
     #: bound and the backpressure: when batches are not committed, acks stop and the broker stops.
@@ -90,10 +108,26 @@ class IngestSettings(BaseSettings):
             return self.sparkplug_rebirth
         return self.worker_index == 0
 
-    def subscriptions(self) -> list[str]:
-        subs = [f"$share/{self.share_group}/{self.topic_filter}"]
+    @property
+    def has_anchor(self) -> bool:
+        if self.anchor is not None:
+            return self.anchor
+        return self.worker_index == 0
+
+    @property
+    def anchor_marker_topic(self) -> str:
+        """Where the anchor's catch-up marker goes (read only by this client's own session)."""
+        return f"arbor/ingest/anchor/{self.client_id}"
+
+    def subscriptions(self) -> list[tuple[int, str]]:
+        """(MQTT 5 subscription identifier, filter): the identifier comes back on every message,
+        so the worker knows which subscription delivered it (see ``SUB_*``)."""
+        subs = [(SUB_SHARED, f"$share/{self.share_group}/{self.topic_filter}")]
         if self.status_filter:
-            subs.append(self.status_filter)
+            subs.append((SUB_STATUS, self.status_filter))
         if self.sparkplug_filter:
-            subs.append(self.sparkplug_filter)
+            subs.append((SUB_SPARKPLUG, self.sparkplug_filter))
+        if self.has_anchor:
+            subs.append((SUB_ANCHOR, self.topic_filter))
+            subs.append((SUB_ANCHOR, self.anchor_marker_topic))
         return subs

@@ -12,7 +12,9 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from ingest.config import IngestSettings
+from paho.mqtt.client import topic_matches_sub
+
+from ingest.config import SUB_ANCHOR, SUB_SHARED, IngestSettings
 from ingest.convert import event_row, extra_row
 from ingest.fast import FastTelemetry, fast_telemetry
 from ingest.records import (
@@ -97,7 +99,11 @@ class Decoder:
                 if raw.topic.startswith("spBv1.0/"):
                     self.sparkplug.handle(raw, out)
                 else:
+                    n_dead = len(out.dead)
                     self._v1(raw, out)
+                    if len(out.dead) > n_dead and not self._dead_letters_here(raw):
+                        del out.dead[n_dead:]
+                        out.ignored += 1
             except Exception as exc:  # a bug must not kill the worker: dead-letter and go on
                 log.exception("decoder failed on topic %s", raw.topic)
                 out.dead.append(
@@ -105,6 +111,19 @@ class Decoder:
                                _utc(raw.received))
                 )  # fmt: skip
         return out
+
+    def _dead_letters_here(self, raw: Raw) -> bool:
+        """Whether a bad v1 message delivered this way is dead-lettered here. A status message
+        comes through the non-shared status subscription to every worker *and* through the
+        shared one to exactly one of them: only that copy (or an anchor copy, stored while
+        recovering) is dead-lettered, so each bad message is dead-lettered once. If the shared
+        filter does not cover the topic, worker 0 dead-letters the status copy."""
+        via = raw.via
+        if not via or SUB_SHARED in via or SUB_ANCHOR in via:
+            return True
+        if topic_matches_sub(self._settings.topic_filter, raw.topic):
+            return False
+        return self._settings.worker_index == 0
 
     # --- Arbor v1 ---------------------------------------------------------------------------
 

@@ -49,6 +49,17 @@ class IngestMetrics:
             "1 once the broker acknowledged the worker's subscriptions (readiness), 0 otherwise",
             registry=r,
         )
+        self.anchor_recovering = Gauge(
+            "arbor_ingest_anchor_recovering",
+            "1 while the anchor subscription's copies are being stored (after a (re)connect, "
+            "until the anchor's marker came back), 0 otherwise",
+            registry=r,
+        )
+        self.anchor_skipped = Gauge(
+            "arbor_ingest_anchor_skipped",
+            "Anchor copies acked unprocessed since start (the shared subscription had them)",
+            registry=r,
+        )
         self.pending = Gauge(
             "arbor_ingest_unacked_messages", "Messages received and not yet acked", registry=r
         )

@@ -67,6 +67,8 @@ class Raw:
     payload: bytes
     ack: Ack
     received: float
+    #: The identifiers of the subscriptions that delivered it (ingest.config.SUB_*); () unknown.
+    via: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

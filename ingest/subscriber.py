@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest.config import IngestSettings
+from ingest.config import SUB_ANCHOR, IngestSettings
 from ingest.records import Ack, Raw
 
 __all__ = ["Subscriber"]
@@ -81,9 +82,17 @@ class Subscriber:
         self._wake_pending = False
         self._lock = threading.Lock()
         self.generation = 0
-        # True from the broker's SUBACK until a disconnect: from then on nothing published under
+        # True from the broker's SUBACKs until a disconnect: from then on nothing published under
         # our filters is missed, which is what readiness means for a store-everything consumer.
         self.subscribed = False
+        self._pending_subs: dict[int, int] = {}  # SUBSCRIBE mid -> subscription identifier
+        # The anchor (see docs/ingest.md, "Broker restarts"): while recovering, its copies are
+        # stored like any message; once our marker, published after every SUBACK of this
+        # connection, comes back through it, the shared subscription is known to be in place and
+        # the anchor's copies are acked unprocessed.
+        self.recovering = False
+        self._marker: bytes | None = None
+        self.anchor_skipped = 0
         ep = settings.mqtt
         client = _BufferedClient(
             CallbackAPIVersion.VERSION2,
@@ -108,28 +117,68 @@ class Subscriber:
             log.warning("MQTT connect refused: %s", rc)
             return
         self.generation += 1  # acks of the previous connection's messages are void now
-        opts = SubscribeOptions(qos=1)
-        client.subscribe([(s, opts) for s in self._settings.subscriptions()])
+        self.subscribed = False
+        self._pending_subs.clear()
+        if self._settings.has_anchor:
+            # After any reconnect (the broker may have restarted and forgotten the shared
+            # subscriptions) store the anchor's copies until our marker comes back.
+            self.recovering = True
+            self._marker = f"{self.generation}-{secrets.token_hex(8)}".encode()
+        # One SUBSCRIBE per filter: a subscription identifier belongs to a whole SUBSCRIBE.
+        for sub_id, topic_filter in self._settings.subscriptions():
+            props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+            props.SubscriptionIdentifier = sub_id
+            # The anchor does not want the retained messages again on every reconnect.
+            opts = SubscribeOptions(qos=1, retainHandling=1 if sub_id == SUB_ANCHOR else 0)
+            _rc, mid = client.subscribe([(topic_filter, opts)], properties=props)
+            if mid is not None:
+                self._pending_subs[mid] = sub_id
         log.info("MQTT connected as %s (connection %d)", self._settings.client_id,
                  self.generation)  # fmt: skip
         self._loop.call_soon_threadsafe(self.connected.set)
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+    def _on_subscribe(self, client: mqtt.Client, _u: Any, mid: int, codes: list[Any],
+                      _p: Any) -> None:  # fmt: skip
+        sub_id = self._pending_subs.pop(mid, None)
         refused = [str(rc) for rc in codes if rc.is_failure]
         if refused:
-            log.error("MQTT subscription refused: %s", ", ".join(refused))
+            log.error("MQTT subscription %s refused: %s", sub_id, ", ".join(refused))
+            return
+        if self._pending_subs:
             return
         self.subscribed = True
+        if self.recovering and self._marker is not None:
+            # Published on this connection after every SUBACK: the broker routes it after the
+            # shared subscription exists, and queues it for us behind everything it routed to
+            # the anchor before.
+            client.publish(self._settings.anchor_marker_topic, self._marker, qos=1)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self.subscribed = False
         log.warning("MQTT disconnected: %s", rc)
         self._loop.call_soon_threadsafe(self.connected.clear)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        via: tuple[int, ...] = ()
+        if msg.properties is not None:
+            ids = getattr(msg.properties, "SubscriptionIdentifier", None)
+            if ids:
+                via = tuple(ids)
+        if via == (SUB_ANCHOR,):
+            if msg.topic == self._settings.anchor_marker_topic:
+                client.ack(msg.mid, msg.qos)
+                if self.recovering and bytes(msg.payload) == self._marker:
+                    self.recovering = False
+                    log.info("anchor: caught up (connection %d)", self.generation)
+                return
+            if not self.recovering:
+                client.ack(msg.mid, msg.qos)  # the shared subscription delivered it too
+                self.anchor_skipped += 1
+                return
         self.inbox.append(
-            Raw(msg.topic, bytes(msg.payload), Ack(msg.mid, msg.qos, self.generation), time.time())
-        )
+            Raw(msg.topic, bytes(msg.payload), Ack(msg.mid, msg.qos, self.generation), time.time(),
+                via)
+        )  # fmt: skip
         if not self._wake_pending:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake)

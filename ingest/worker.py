@@ -80,6 +80,8 @@ class Worker:
         sub = Subscriber(self.settings, loop)
         self._sub = sub
         self.metrics.subscribed.set_function(lambda: 1.0 if sub.subscribed else 0.0)
+        self.metrics.anchor_recovering.set_function(lambda: 1.0 if sub.recovering else 0.0)
+        self.metrics.anchor_skipped.set_function(lambda: float(sub.anchor_skipped))
         decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(maxsize=2)
         await self._connect_db()
         sub.start()

@@ -17,6 +17,7 @@ from tests.conftest import MqttSettings
 from tests.ingest.helpers import (
     Publisher,
     event,
+    metric,
     rows,
     scalar,
     start_worker,
@@ -302,3 +303,52 @@ def test_silent_machine_becomes_unknown_then_online(
         m,
     )
     assert [h[0] for h in history] == ["online", "unknown", "online", "offline"]
+
+
+def test_a_bad_status_is_dead_lettered_by_its_shared_copy_only() -> None:
+    """Bug 8 of docs/reliability.md: a status message reaches a worker through the non-shared
+    status subscription (every worker) and the shared one (one worker); only the shared copy
+    (or, while recovering, the anchor's) dead-letters it."""
+    import time
+
+    from ingest.config import SUB_ANCHOR, SUB_SHARED, SUB_STATUS, IngestSettings
+    from ingest.decode import Decoder
+    from ingest.records import Ack, Raw
+
+    settings = IngestSettings(database_url="postgresql://unused", mqtt_url="mqtt://unused")
+    topic = "arbor/v1/s1/m1/status"
+    raws = [
+        Raw(topic, b"not json", Ack(i, 1, 1), time.time(), via)
+        for i, via in enumerate(
+            [(SUB_STATUS,), (SUB_SHARED,), (SUB_ANCHOR,), (SUB_SHARED, SUB_STATUS), ()]
+        )
+    ]
+    out = Decoder(settings).decode(raws)
+    assert [d.kind for d in out.dead] == ["malformed_json"] * 4
+    assert out.ignored == 1
+    # A status filter the shared filter does not cover: worker 0 dead-letters the status copy.
+    other = IngestSettings(
+        database_url="postgresql://unused", mqtt_url="mqtt://unused", topic_filter="arbor/v1/x/#"
+    )
+    assert len(Decoder(other).decode(raws[:1]).dead) == 1
+    other1 = other.model_copy(update={"worker_index": 1})
+    assert Decoder(other1).decode(raws[:1]).dead == []
+
+
+def test_a_bad_status_is_dead_lettered_once(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    site, m = unique_site, "m-badstatus"
+    ignored = metric(worker, "arbor_ingest_messages_total", outcome="ignored")
+    pub.publish(f"arbor/v1/{site}/{m}/status", b"\x00not json")
+    pub.publish(f"arbor/v1/{site}/{m}/telemetry", telemetry("b1", 0))
+    pub.flush()
+    wait_until(lambda: _count(db, "message_ledger", site, m) == 1, what="the message after it")
+    # The status subscription's copy was seen (and ignored) and the shared copy dead-lettered.
+    wait_until(
+        lambda: metric(worker, "arbor_ingest_messages_total", outcome="ignored") >= ignored + 1,
+        what="the status subscription's copy",
+    )
+    dead = "SELECT count(*) FROM dead_letter WHERE topic = %s"
+    wait_until(lambda: scalar(db, dead, f"arbor/v1/{site}/{m}/status") >= 1, what="a dead letter")
+    assert scalar(db, dead, f"arbor/v1/{site}/{m}/status") == 1
