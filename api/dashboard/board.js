@@ -38,28 +38,38 @@ function tile(m) {
   return el;
 }
 
+/** Set a text only when it differs (an unchanged tile costs no layout). */
+function text(el, value) {
+  if (el.textContent !== value) el.textContent = value;
+}
+
 /** Write a machine's status into its tile (only text and classes: cheap for many updates). */
 function update(el, m, executionSince) {
   const state = boardState(m);
-  el.className = `tile s-${state}`;
-  el.dataset.state = state;
+  const parts = el.__parts || (el.__parts = {
+    state: el.querySelector(".tile-state"), prog: el.querySelector(".tile-prog"), count: el.querySelector(".tile-parts"),
+    since: el.querySelector(".tile-since"), alarms: el.querySelector(".tile-alarms"),
+  });
+  const cls = `tile s-${state}`;
+  if (el.className !== cls) el.className = cls;
+  if (el.dataset.state !== state) el.dataset.state = state;
   el.dataset.search = `${m.site} ${m.machine} ${m.program || ""}`.toLowerCase();
-  el.querySelector(".tile-state").textContent = STATE_LABEL[state];
-  el.querySelector(".tile-prog").textContent = m.program ? `${m.program}${m.mode ? ` · ${m.mode}` : ""}` : (m.mode || "no program");
-  el.querySelector(".tile-parts").textContent = `parts ${num(m.part_count)}`;
-  const sinceEl = el.querySelector(".tile-since");
+  text(parts.state, STATE_LABEL[state]);
+  const prog = m.program ? `${m.program}${m.mode ? ` · ${m.mode}` : ""}` : (m.mode || "no program");
+  text(parts.prog, prog);
+  text(parts.count, `parts ${num(m.part_count)}`);
   // Time in state: in the current execution state when this page saw it change (the stream
   // says which fields changed), otherwise since the online/offline change.
   const inExecution = executionSince && m.status === "online" && m.execution;
   const label = inExecution ? m.execution.toLowerCase().replace(/_/g, " ") : m.status;
   const from = inExecution ? executionSince : m.status_since;
-  sinceEl.textContent = `${label} ${since(from)}`;
+  const sinceEl = parts.since;
+  text(sinceEl, `${label} ${since(from)}`);
   sinceEl.dataset.since = from || "";
   sinceEl.dataset.label = label;
   sinceEl.title = inExecution ? `${m.execution} since ${from}` : `${m.status} since ${m.status_since || "?"}`;
-  const alarms = el.querySelector(".tile-alarms");
-  alarms.textContent = m.active_alarms ? `${m.active_alarms} active alarm${m.active_alarms > 1 ? "s" : ""}` : "";
-  el.setAttribute("aria-label", `${m.site} ${m.machine}: ${STATE_LABEL[state]}, ${el.querySelector(".tile-prog").textContent}, parts ${num(m.part_count)}${m.active_alarms ? `, ${m.active_alarms} alarms` : ""}`);
+  text(parts.alarms, m.active_alarms ? `${m.active_alarms} active alarm${m.active_alarms > 1 ? "s" : ""}` : "");
+  el.setAttribute("aria-label", `${m.site} ${m.machine}: ${STATE_LABEL[state]}, ${prog}, parts ${num(m.part_count)}${m.active_alarms ? `, ${m.active_alarms} alarms` : ""}`);
 }
 
 function drawSpark(svg, values) {
@@ -167,17 +177,17 @@ export async function render(main, { query }) {
       g.total++;
       g[state] = (g[state] || 0) + 1;
       const visible = show.has(state) && terms.every((t) => el.dataset.search.includes(t));
-      el.hidden = !visible;
+      if (el.hidden === visible) el.hidden = !visible;
       if (visible) { shown++; g.shown++; }
     }
     for (const [name, el] of sections) {
       const g = perGroup.get(name) || { total: 0, shown: 0 };
-      el.hidden = !g.shown;
+      if (el.hidden !== !g.shown) el.hidden = !g.shown;
       const parts = Object.keys(STATE_LABEL).filter((st) => g[st]).map((st) => `${g[st]} ${STATE_LABEL[st].toLowerCase()}`);
-      el.querySelector(".group-counts").textContent = ` · ${g.total} machine${g.total === 1 ? "" : "s"}: ${parts.join(", ")}`;
+      text(el.querySelector(".group-counts"), ` · ${g.total} machine${g.total === 1 ? "" : "s"}: ${parts.join(", ")}`);
     }
-    for (const st of Object.keys(counts)) main.querySelector(`[data-count="${st}"]`).textContent = ` ${counts[st]}`;
-    summary.textContent = `${shown} of ${tiles.size} machines`;
+    for (const st of Object.keys(counts)) text(main.querySelector(`[data-count="${st}"]`), ` ${counts[st]}`);
+    text(summary, `${shown} of ${tiles.size} machines`);
   };
 
   const addTile = (m) => {
@@ -234,6 +244,8 @@ export async function render(main, { query }) {
       requestAnimationFrame(() => {
         perf.firstRenderMs = performance.now() - t0;
         perf.firstRenderFromNavigationMs = performance.now();
+        const rest = performance.getEntriesByType("resource").find((e) => /\/api\/v1\/machines(\?|$)/.test(e.name));
+        perf.machinesResponseEndMs = rest ? rest.responseEnd : null;
         document.body.dataset.boardReady = "1";
       });
       spark = sparklines(groups);
@@ -254,6 +266,8 @@ export async function render(main, { query }) {
       perf.changedTotal = (perf.changedTotal || 0) + changedMachines.length;
       perf.lastUpdateMs = took;
       perf.maxUpdateMs = Math.max(perf.maxUpdateMs, took);
+      perf.batches = (perf.batches || []).slice(-999);
+      perf.batches.push([Math.round(took * 10) / 10, changedMachines.length]);
       perf.lastChanged = changedMachines.length;
       perf.lastAppliedAt = performance.timeOrigin + performance.now();
       liveText.textContent = `${changedMachines.length} changed at ${new Date().toLocaleTimeString("en-GB")}`;

@@ -8,7 +8,8 @@
 // behind the API, a proxy refusing WebSockets, repeated failures), retrying the socket meanwhile.
 import { get, getKey } from "./api.js";
 
-const FIELDS = ["status", "online", "status_since", "execution", "mode", "program", "part_count", "active_alarms", "last_seen"];
+// What a view shows of a machine (`last_seen` is not shown, and the stream does not push it alone).
+const FIELDS = ["status", "online", "execution", "mode", "program", "part_count", "active_alarms"];
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 const PING_MS = 15_000;
 const DEAD_MS = 40_000;
@@ -18,7 +19,12 @@ const POLL_AFTER_FAILURES = 2;
 export const key = (m) => `${m.site}:${m.machine}`;
 
 function changed(a, b) {
-  return FIELDS.some((f) => a[f] !== b[f]);
+  // Times compare as instants: REST writes "+00:00", the stream "Z".
+  return FIELDS.some((f) => a[f] !== b[f]) || instant(a.status_since) !== instant(b.status_since);
+}
+
+function instant(iso) {
+  return iso ? Date.parse(iso) : null;
 }
 
 function streamUrl() {
@@ -169,6 +175,13 @@ export function fleetStatus({ site, intervalMs = 2000, onSnapshot, onChanges, on
     for (const m of batch) known.set(key(m), m);
     if (diff.length) onChanges(diff, []);
   }
+
+  // --- the first view: one REST request, in parallel with the socket's subscription -----------
+  // Whichever full view comes first is painted; the stream's snapshot is then diffed against it
+  // (a REST answer after the stream's snapshot is ignored: it may be older).
+  get("machines", { site }).then((machines) => {
+    if (!stopped && first) takeAll(machines);
+  }, () => { /* the stream's snapshot, or polling, will paint */ });
 
   // --- the socket -----------------------------------------------------------------------------
   const snapshot = new Map();

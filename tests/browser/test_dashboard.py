@@ -382,3 +382,38 @@ def test_alert_assign_comment_and_resolve_in_the_ui(
     page.select_option("#f-state", "")
     expect(page.locator(f'#alert-list [data-alert="{alert_id}"]')).to_have_count(1)
     assert watch.errors == []
+
+
+def test_board_groups_by_area_with_counts(
+    browser: Any, base_url: str, site: str, keys: dict[Role, str], admin_api: httpx.Client
+) -> None:
+    # Areas are the machine groups the alerts use (PUT /alert-machine-groups/{name}).
+    put = admin_api.put(
+        "/api/v1/alert-machine-groups/cell-a", json={"machines": [f"{site}:m01", f"{site}:m02"]}
+    )
+    assert put.status_code == 200, put.text
+    page, watch = new_page(browser)
+    sign_in(page, base_url, keys[Role.VIEWER])
+    site_section = page.locator(f'section.site[data-group="{site}"]')
+    assert site_section.locator(".tile").count() == 4
+    assert site_section.locator(".group-counts").inner_text() == (
+        " · 4 machines: 1 running, 1 alarm, 1 offline, 1 unknown"
+    )
+    page.select_option("#board-group", "area")
+    area = page.locator('section.site[data-group="cell-a"]')
+    area.wait_for()
+    assert sorted(area.locator(".tile").evaluate_all("els => els.map(e => e.dataset.key)")) == [
+        f"{site}:m01",
+        f"{site}:m02",
+    ]
+    assert area.locator(".group-counts").inner_text() == " · 2 machines: 1 running, 1 alarm"
+    rest = page.locator('section.site[data-group="no area"] .tile')
+    assert rest.count() == 2
+    # the last section is "no area"
+    assert page.locator("section.site").last.get_attribute("data-group") == "no area"
+    # the state filter hides a group with nothing to show
+    page.locator("label.chip.s-offline input").uncheck()
+    page.locator("label.chip.s-unknown input").uncheck()
+    assert page.locator('section.site[data-group="no area"]').is_hidden()
+    screenshot(page, "board-areas-1920")
+    assert watch.errors == []
