@@ -118,10 +118,20 @@ def _issues(exc: ValidationError) -> list[FieldIssue]:
     return issues
 
 
+# A JSON ``\u0000`` escape that is not itself escaped (an odd run of backslashes before ``u``).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _load(data: bytes | bytearray | memoryview | str, max_bytes: int) -> dict[str, Any]:
     size = len(data)
     if size > max_bytes:
         raise PayloadTooLargeError(size, max_bytes)
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    # PostgreSQL text and jsonb cannot hold U+0000, so a message carrying one could never be
+    # stored whole: refuse it here, with its reason, instead of failing at the database. Raw NUL
+    # bytes are not valid inside JSON strings and orjson refuses them already.
+    if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
+        raise PayloadError("strings must not contain NUL (\\u0000): it cannot be stored")
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -29,13 +29,15 @@ from protocol import (
 TELEMETRY_SIGNALS = [s for s in CATALOGUE.values() if s.channel is SignalChannel.TELEMETRY]
 EVENT_SIGNALS = [s for s in CATALOGUE.values() if s.channel is SignalChannel.EVENT]
 
+# U+0000 is refused by the contract (PostgreSQL cannot store it); every other character is fair.
+_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 timestamps = st.datetimes(
     min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
 )
 sessions = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 request_ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 seqs = st.integers(0, 2**63 - 1)
-texts = st.text(max_size=50)
+texts = st.text(_CHARS, max_size=50)
 vendor_names = st.from_regex(r"\Ax_[a-z0-9]{1,16}_[a-z0-9][a-z0-9_]{0,20}\Z")
 finite = st.floats(allow_nan=False, allow_infinity=False)
 
@@ -91,10 +93,10 @@ def value_events(draw: st.DrawFn) -> ValueEvent:
 
 conditions = st.builds(
     Condition,
-    component=st.text(min_size=1, max_size=20),
+    component=st.text(_CHARS, min_size=1, max_size=20),
     level=st.sampled_from(["NORMAL", "WARNING", "FAULT", "UNAVAILABLE"]),
-    code=st.text(max_size=10),
-    native_severity=st.none() | st.text(max_size=10),
+    code=st.text(_CHARS, max_size=10),
+    native_severity=st.none() | st.text(_CHARS, max_size=10),
     qualifier=st.none() | st.sampled_from(["HIGH", "LOW"]),
     text=texts,
 )
@@ -115,18 +117,19 @@ statuses = st.builds(
     session=sessions,
     controller=st.builds(
         Controller,
-        vendor=st.text(min_size=1, max_size=10),
-        model=st.text(min_size=1, max_size=10),
+        vendor=st.text(_CHARS, min_size=1, max_size=10),
+        model=st.text(_CHARS, min_size=1, max_size=10),
         kind=st.sampled_from(CONTROLLER_KINDS),
-        firmware=st.none() | st.text(max_size=10),
+        firmware=st.none() | st.text(_CHARS, max_size=10),
     ),
-    reason=st.none() | st.text(max_size=20),
+    reason=st.none() | st.text(_CHARS, max_size=20),
 )
 json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | finite | texts
 json_values = st.recursive(
     json_scalars,
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(_CHARS, max_size=5), inner, max_size=3)
     ),
     max_leaves=8,
 )
@@ -134,7 +137,7 @@ commands = st.builds(
     Command,
     id=request_ids,
     ts=timestamps,
-    args=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+    args=st.dictionaries(st.text(_CHARS, max_size=8), json_values, max_size=4),
 )
 replies = st.one_of(
     st.builds(
@@ -142,7 +145,7 @@ replies = st.one_of(
         id=request_ids,
         ts=timestamps,
         ok=st.just(True),
-        result=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+        result=st.none() | st.dictionaries(st.text(_CHARS, max_size=8), json_values, max_size=3),
     ),
     st.builds(
         Reply,

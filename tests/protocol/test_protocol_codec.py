@@ -535,3 +535,16 @@ def test_timestamp_format_parse_identity(when: datetime, extra: str, zone: str) 
         parsed = parse_timestamp(full)
         assert parsed == when
         assert parsed.tzinfo is UTC
+
+
+def test_a_nul_character_anywhere_is_refused_but_an_escaped_backslash_u_is_not() -> None:
+    status = {
+        "v": 1, "online": True, "ts": "2025-03-03T06:00:00Z", "session": "s1",
+        "controller": {"vendor": "i5", "model": "M8", "kind": "lathe"},
+    }  # fmt: skip
+    bad = dumps({**status, "controller": {**status["controller"], "vendor": "i\u0000"}})
+    with pytest.raises(PayloadError, match="NUL"):
+        decode_status(bad)
+    # The text backslash-u-0000 (an escaped backslash) is six ordinary characters: accepted.
+    ok = decode_status(dumps({**status, "reason": "path C:\\u0000"}))
+    assert ok.reason == "path C:\\u0000"
