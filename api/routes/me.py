@@ -55,7 +55,7 @@ def _admitted(role: Role) -> tuple[str, ...]:
                 continue
             guards = _guards(route.dependant)
             if guards and all(role in g.roles for g in guards):
-                out |= {f"{m} {prefix}{route.path}" for m in route.methods}
+                out |= {f"{m} {prefix}{route.path}" for m in route.methods or ()}
     return tuple(sorted(out))
 
 

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from analytics.s_piece import SPieceGeometry
+from api.config import ApiSettings
 from api.keys import Role
 from arbor import check
 from simulators.accuracy import s_piece_points
@@ -45,6 +46,21 @@ RUNNING = [
     (169, "part_count", "42", 42.0),
     (30, "execution", "ACTIVE", None),
 ]
+
+
+@pytest.fixture(scope="module")
+def api_settings(api_database: str, mqtt_settings: Any) -> ApiSettings:
+    """tests/api's settings, with the stream's silence rule at an hour: this module writes its
+    machines' state straight into the database and no ingest keeps it current, so the default
+    60 s would turn the "online" machines `unknown` on the live board halfway through."""
+    return ApiSettings(
+        database_url=api_database,
+        mqtt_url=mqtt_settings.url,
+        api_rate_per_s=10_000,
+        api_rate_burst=10_000,
+        api_mqtt_timeout_s=5,
+        api_stream_silence_timeout_s=3600,
+    )
 
 
 def _machine_id(conn: psycopg.Connection[Any], site: str, machine: str) -> int:

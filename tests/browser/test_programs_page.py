@@ -47,9 +47,8 @@ def test_upload_push_and_see_the_reply(
     sign_in(page, base_url, keys[Role.ENGINEER])
     page.goto(f"{base_url}/#/programs")
     page.wait_for_selector("#prog-file")
-    page.set_input_files(
-        "#prog-file", files=[{"name": "O5000.nc", "mimeType": "text/plain", "buffer": PROGRAM}]
-    )
+    upload: Any = [{"name": "O5000.nc", "mimeType": "text/plain", "buffer": PROGRAM}]
+    page.set_input_files("#prog-file", files=upload)
     assert page.input_value("#prog-name") == "O5000"
     page.fill("#prog-comment", "browser push test")
     page.click("form.upload button[type=submit]")
