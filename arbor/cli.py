@@ -183,6 +183,10 @@ def _run_process(name: str, argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `arbor` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # the console script: no password of a URL reaches its output (arbor.redact)
+        from arbor.redact import install
+
+        install()
     load_env_file()
     # Process subcommands take their own options: hand them everything after the verb.
     verb_at = next((i for i, a in enumerate(args_list) if not a.startswith("-")), None)

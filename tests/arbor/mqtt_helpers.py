@@ -75,7 +75,7 @@ class MqttConn:
 
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append((msg.topic, msg.payload))
+            self.messages.append((msg.topic, bytes(msg.payload)))
 
     # the test's thread
     def will(self, topic: str, payload: bytes, retain: bool = False) -> MqttConn:
