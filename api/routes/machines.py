@@ -201,7 +201,7 @@ async def cycles(
     mid = await _mid(conn, ref)
     streams = [
         await fetch_signal(conn, mid, signal, from_, to)
-        for signal in ("execution", "status", "program", "part_count")
+        for signal in ("execution", "status", "program", "part_count", "controller_mode")
     ]
     rows = await asyncio.to_thread(cycles_report, *streams, start=start, end=end, until=until)
     for r in rows:
@@ -400,7 +400,7 @@ async def cycle_statistics(
     mid = await _mid(conn, ref)
     streams = [
         await fetch_signal(conn, mid, signal, from_, to)
-        for signal in ("execution", "status", "program", "part_count")
+        for signal in ("execution", "status", "program", "part_count", "controller_mode")
     ]
     rows = await asyncio.to_thread(
         program_stats_report, *streams, start=start, end=end, until=until, measure=measure
