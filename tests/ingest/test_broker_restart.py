@@ -18,7 +18,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingest.migrate import apply_migrations
 from tests.ingest.helpers import (
     Publisher,
     free_port_pair,
@@ -37,12 +36,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 BEFORE = 100  # messages stored before the restart
 AFTER = 300  # published while the broker is back and no worker has resubscribed
-
-
-@pytest.fixture(scope="module")
-def db(fresh_database: str) -> str:
-    apply_migrations(fresh_database)
-    return fresh_database
 
 
 @pytest.fixture

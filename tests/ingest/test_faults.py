@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingest.migrate import apply_migrations
 from ingest.records import DecodedBatch
 from ingest.writer import WriteStats
 from tests.conftest import MqttSettings
@@ -36,12 +35,6 @@ from tests.servers import PrivateDatabase, free_port
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 N = 1500  # messages per drill, 5 samples each
-
-
-@pytest.fixture(scope="module")
-def db(fresh_database: str) -> str:
-    apply_migrations(fresh_database)
-    return fresh_database
 
 
 @pytest.fixture

@@ -4,15 +4,13 @@ and machine status are recorded."""
 
 from __future__ import annotations
 
-import secrets
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import orjson
 import pytest
 
-from ingest.migrate import apply_migrations
 from tests.conftest import MqttSettings
 from tests.ingest.helpers import (
     Publisher,
@@ -20,60 +18,17 @@ from tests.ingest.helpers import (
     metric,
     rows,
     scalar,
-    start_worker,
     status,
     telemetry,
-    wait_ready,
     wait_until,
-    worker_env,
 )
-from tests.servers import free_port
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
-def db(fresh_database: str) -> str:
-    apply_migrations(fresh_database)
-    return fresh_database
-
-
-@pytest.fixture(scope="module")
-def pub(mqtt_settings: MqttSettings) -> Iterator[Publisher]:
-    p = Publisher(
-        mqtt_settings.host, mqtt_settings.port, mqtt_settings.username, mqtt_settings.password
-    )
-    yield p
-    p.close()
-
-
-@pytest.fixture(scope="module")
-def worker(db: str, mqtt_settings: MqttSettings, unique_site: str, pub: Publisher) -> Iterator[int]:
-    port = free_port()
-    env = worker_env(
-        db,
-        mqtt_settings.url,
-        unique_site,
-        f"ingest-{secrets.token_hex(3)}",
-        ARBOR_INGEST_METRICS_PORT=str(port),
-        ARBOR_INGEST_SILENCE_TIMEOUT_S="3",
-        ARBOR_INGEST_BATCH_MAX_AGE_S="0.05",
-    )
-    pub.publish(f"arbor/v1/{unique_site}/probe/status", status("probe-1", True), retain=True)
-    pub.flush()
-    proc = start_worker(env)
-    try:
-        wait_ready(port)
-        yield port
-    finally:
-        pub.publish(f"arbor/v1/{unique_site}/probe/status", b"", retain=True)
-        pub.flush()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        assert proc.wait() in (0, -9)
+def worker_extra_env() -> dict[str, str]:
+    return {"ARBOR_INGEST_SILENCE_TIMEOUT_S": "3"}
 
 
 def _mid(db: str, site: str, machine: str) -> int | None:
@@ -302,7 +257,11 @@ def test_silent_machine_becomes_unknown_then_online(
         "WHERE m.machine = %s AND signal = 'status' ORDER BY start_ts",
         m,
     )
-    assert [h[0] for h in history] == ["online", "unknown", "online", "offline"]
+    states = [h[0] for h in history]
+    # On a loaded machine the 3 s silence can pass again before the offline status is processed:
+    # another unknown -> online pair is then correct too.
+    assert states[:3] == ["online", "unknown", "online"] and states[-1] == "offline", states
+    assert all(a != b for a, b in pairwise(states)), states
 
 
 def test_a_bad_status_is_dead_lettered_by_its_shared_copy_only() -> None:

@@ -7,18 +7,12 @@ two ingest hears first, and a machine whose clock runs ahead must still go offli
 
 from __future__ import annotations
 
-import secrets
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingest.migrate import apply_migrations
 from protocol import Controller, Status, encode
-from tests.conftest import MqttSettings
-from tests.ingest.helpers import Publisher, scalar, start_worker, wait_ready, wait_until, worker_env
-from tests.servers import free_port
+from tests.ingest.helpers import Publisher, scalar, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -30,50 +24,6 @@ _STATE = (
 def _status(session: str, online: bool, ts: datetime) -> bytes:
     controller = Controller(vendor="i5", model="M8", kind="five_axis_mc")
     return encode(Status(online=online, ts=ts, session=session, controller=controller))
-
-
-@pytest.fixture(scope="module")
-def db(fresh_database: str) -> str:
-    apply_migrations(fresh_database)
-    return fresh_database
-
-
-@pytest.fixture(scope="module")
-def pub(mqtt_settings: MqttSettings) -> Iterator[Publisher]:
-    p = Publisher(
-        mqtt_settings.host, mqtt_settings.port, mqtt_settings.username, mqtt_settings.password
-    )
-    yield p
-    p.close()
-
-
-@pytest.fixture(scope="module")
-def worker(db: str, mqtt_settings: MqttSettings, unique_site: str, pub: Publisher) -> Iterator[int]:
-    port = free_port()
-    env = worker_env(
-        db,
-        mqtt_settings.url,
-        unique_site,
-        f"ingest-{secrets.token_hex(3)}",
-        ARBOR_INGEST_METRICS_PORT=str(port),
-        ARBOR_INGEST_BATCH_MAX_AGE_S="0.05",
-    )
-    # wait_ready counts messages: a retained probe is the first thing the worker hears.
-    probe = f"arbor/v1/{unique_site}/probe/status"
-    pub.publish(probe, _status("probe-1", True, datetime.now(UTC)), retain=True)
-    pub.flush()
-    proc = start_worker(env)
-    try:
-        wait_ready(port)
-        yield port
-    finally:
-        pub.publish(probe, b"", retain=True)
-        pub.flush()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _publish(pub: Publisher, topic: str, payload: bytes) -> None:

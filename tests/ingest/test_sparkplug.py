@@ -14,7 +14,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.config import IngestSettings
 from ingest.decode import Decoder
-from ingest.migrate import apply_migrations
 from ingest.records import Ack, Raw
 from ingest.sparkplug import normalise_metric_name
 from protocol.sparkplug import (
@@ -160,12 +159,6 @@ def test_host_refuses_out_of_range_timestamps_before_they_overflow() -> None:
     # The refused messages are a hole in the node's seq: recorded as a gap, rebirth requested.
     assert [(x.first_missing, x.last_missing) for x in out.gaps] == [(1, 4)]
     assert ("plant", GROUP_NODE) in out.rebirths
-
-
-@pytest.fixture(scope="module")
-def db(fresh_database: str) -> str:
-    apply_migrations(fresh_database)
-    return fresh_database
 
 
 @pytest.fixture
