@@ -60,6 +60,8 @@ _FLAGS: dict[str, str] = {
     "credentials": "credentials_file",
     "max_inflight": "max_inflight",
     "max_pending": "max_pending",
+    "buffer_max": "buffer_max",
+    "reconnect_max": "reconnect_max_s",
     "run_id": "run_id",
     "mqtt_url": "mqtt_url",
     "shdr_host": "shdr_host",
@@ -88,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     a("--credentials", type=Path, metavar="FILE", help='{"site/machine": {username, password}}')
     a("--max-inflight", type=int)
     a("--max-pending", type=int)
+    a("--buffer-max", type=int, metavar="N", help="messages kept per machine while offline (1000)")
+    a("--reconnect-max", type=float, metavar="S", help="longest reconnect backoff (5 s)")
     a("--run-id", help="session id prefix (default random)")
     a("--mqtt-url", help="broker URL (default ARBOR_MQTT_URL)")
     a("--shdr-host")
@@ -184,7 +188,8 @@ def run_mqtt_or_none(s: SimSettings, provision: Provision | None = None) -> int:
         transport = MqttTransport(
             host, port, site=factory.site, machine_ids=[m.machine_id for m in factory.machines],
             username=user, password=pw, credentials=creds, shared=s.connection == "shared",
-            max_inflight=s.max_inflight, max_pending=s.max_pending,
+            max_inflight=s.max_inflight, max_pending=s.max_pending, buffer_max=s.buffer_max,
+            reconnect_max=s.reconnect_max_s,
         )  # fmt: skip
         sink = transport
     else:
@@ -195,8 +200,11 @@ def run_mqtt_or_none(s: SimSettings, provision: Provision | None = None) -> int:
         extra: dict[str, Any] = {"run_id": controllers.run_id}
         if transport is not None:
             st = transport.stats
-            extra["transport_stats"] = {"published": st.published, "acked": st.acked,
-                                        "connects": st.connects}  # fmt: skip
+            extra["transport_stats"] = {
+                "published": st.published, "acked": st.acked, "dropped": st.dropped,
+                "refused": st.refused, "resent": st.resent, "connects": st.connects,
+                "reconnects": st.reconnects, "disconnects": st.disconnects,
+            }  # fmt: skip
         return _run_info(s, extra)
 
     def checkpoint() -> None:

@@ -62,6 +62,15 @@ class SimSettings(BaseSettings):
     )
     max_inflight: int = Field(default=200, ge=1, description="Unacked QoS 1 per connection.")
     max_pending: int = Field(default=20000, ge=1, description="Unacked QoS 1 before blocking.")
+    buffer_max: int = Field(
+        default=1000,
+        ge=1,
+        description="Messages a machine keeps while its broker link is down "
+        "(oldest dropped beyond, each drop a seq gap).",
+    )
+    reconnect_max_s: float = Field(
+        default=5.0, gt=0, description="Longest wait between reconnect attempts (backoff)."
+    )
     run_id: str | None = Field(default=None, description="Session id prefix (random if unset).")
     shdr_host: str = "127.0.0.1"
     shdr_port: int = Field(default=7878, ge=0, le=65535)

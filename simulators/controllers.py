@@ -18,8 +18,10 @@ from __future__ import annotations
 __all__ = ["I5Controllers", "MemorySink", "NullSink", "Published", "Sink", "Will"]
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -46,7 +48,7 @@ from simulators.model import (
     StepReport,
 )
 from simulators.programs import AlarmSpec
-from simulators.truth import SessionLog, Truth, iso_ms
+from simulators.truth import MachineTraffic, SessionLog, Truth, iso_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +65,16 @@ class Sink(Protocol):
     def open(self, machine: int, will: Will) -> None:
         """The machine powers on: open its connection (with ``will``) before its birth."""
 
-    def publish(self, machine: int, topic: str, payload: bytes, retain: bool) -> None:
-        """Hand one QoS 1 message to the transport."""
+    def publish(
+        self,
+        machine: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        done: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Hand one QoS 1 message to the transport; ``done(delivered)`` is called once when the
+        broker acknowledged it (``True``) or it was dropped or refused (``False``)."""
 
     def close(self, machine: int) -> None:
         """The machine powered off: close its connection cleanly after its last message."""
@@ -91,8 +101,17 @@ class MemorySink:
     def open(self, machine: int, will: Will) -> None:
         self.opened.append((machine, will))
 
-    def publish(self, machine: int, topic: str, payload: bytes, retain: bool) -> None:
+    def publish(
+        self,
+        machine: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        done: Callable[[bool], None] | None = None,
+    ) -> None:
         self.messages.append(Published(machine, topic, payload, retain))
+        if done is not None:
+            done(True)
 
     def close(self, machine: int) -> None:
         self.closed.append(machine)
@@ -108,9 +127,18 @@ class NullSink:
     def open(self, machine: int, will: Will) -> None:
         return None
 
-    def publish(self, machine: int, topic: str, payload: bytes, retain: bool) -> None:
+    def publish(
+        self,
+        machine: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        done: Callable[[bool], None] | None = None,
+    ) -> None:
         self.bytes += len(payload)
         self.count += 1
+        if done is not None:
+            done(True)
 
     def close(self, machine: int) -> None:
         return None
@@ -183,25 +211,35 @@ class I5Controllers:
         self.births = np.zeros(n, dtype=np.int64)
         self._prev: dict[str, np.ndarray] = {}
         self._active: list[dict[str, AlarmSpec]] = [{} for _ in range(n)]
+        self._t_last = fleet.time  # time of the last tick: the state the snapshot holds
+        attach = getattr(sink, "attach", None)
+        if callable(attach):  # a transport that reconnects asks us for the next birth
+            attach(self)
 
     # --- message helpers ------------------------------------------------------------------
     def _send(self, m: int, topic: str, payload: bytes, channel: str, samples: int = 0) -> None:
-        self.sink.publish(m, topic, payload, False)
+        seq = int(self.seq[m])
         self.seq[m] += 1
+        done = None
         if self.truth is not None:
             tr = self.truth.traffic[m]
-            tr.messages[channel] += 1
-            tr.samples += samples
-            s = tr.sessions[-1]
-            s.last_seq = int(self.seq[m]) - 1
-            s.messages += 1
+            done = partial(_delivered, tr, tr.sessions[-1], channel, samples, seq)
+        self.sink.publish(m, topic, payload, False, done)
 
-    def _status(self, m: int, online: bool, t: float, reason: str | None) -> bytes:
+    def _publish_status(self, m: int, payload: bytes) -> None:
+        done = None
+        if self.truth is not None:
+            done = partial(_status_delivered, self.truth.traffic[m])
+        self.sink.publish(m, self.topics_status[m], payload, True, done)
+
+    def _status(
+        self, m: int, online: bool, t: float, reason: str | None, session: str | None = None
+    ) -> bytes:
         return encode(
             Status(
                 online=online,
                 ts=_dt(t),
-                session=self.session[m],
+                session=session or self.session[m],
                 controller=self.controllers[m],
                 reason=reason,
             )
@@ -238,6 +276,7 @@ class I5Controllers:
         """Publish what tick ``rep`` changed and buffer its samples (call after ``fleet.step``)."""
         f = self.fleet
         t = rep.t
+        self._t_last = t
         ts = _dt(t)
         cur = self._snapshot_arrays()
         conds: dict[int, list[ConditionEvent]] = {}
@@ -251,15 +290,11 @@ class I5Controllers:
         # Deaths first: flush the buffered samples, then the offline status.
         for m in rep.powered_off.tolist():
             self._flush_one(m)
-            self.sink.publish(
-                m, self.topics_status[m], self._status(m, False, t, "power_off"), True
-            )
+            self._publish_status(m, self._status(m, False, t, "power_off"))
             self.sink.close(m)
             self.online[m] = False
             if self.truth is not None:
-                tr = self.truth.traffic[m]
-                tr.messages["status"] += 1
-                tr.sessions[-1].end = t
+                self.truth.traffic[m].sessions[-1].end = t
             conds.pop(m, None)
         born = set(rep.powered_on.tolist())
         for m in sorted(born):
@@ -311,18 +346,41 @@ class I5Controllers:
         payload = encode(Event(session=self.session[m], seq=int(self.seq[m]), events=items))
         self._send(m, self.topics_event[m], payload, "event")
 
+    def _session_id(self, m: int, birth: int) -> str:
+        return f"{self.run_id}-{m}-{birth}"
+
+    def next_will(self, m: int) -> Will:
+        """The Last Will of the session machine ``m``'s next birth starts (for a transport that
+        reconnects: the Will is fixed at connect time, the birth follows the CONNACK)."""
+        session = self._session_id(m, int(self.births[m]) + 1)
+        payload = self._status(m, False, self._t_last, "connection_lost", session)
+        return Will(self.topics_status[m], payload)
+
+    def reborn(self, m: int) -> None:
+        """Machine ``m``'s connection came back after it died: a new birth (new session, seq
+        from 0, birth status and full snapshot stamped with the last tick, whose state they
+        hold). Messages of the old session still buffered keep their session and seq."""
+        if not self.online[m]:
+            return
+        t = self._t_last
+        if self.truth is not None:
+            self.truth.traffic[m].sessions[-1].end = t
+        self._announce(m, t, _dt(t), will=False)
+
     def _birth(self, m: int, t: float, ts: datetime) -> None:
-        self.births[m] += 1
-        self.session[m] = f"{self.run_id}-{m}-{int(self.births[m])}"
-        self.seq[m] = 0
         self._fill[m] = 0
+        self._announce(m, t, ts, will=True)
+
+    def _announce(self, m: int, t: float, ts: datetime, will: bool) -> None:
+        self.births[m] += 1
+        self.session[m] = self._session_id(m, int(self.births[m]))
+        self.seq[m] = 0
         if self.truth is not None:
             self.truth.traffic[m].sessions.append(SessionLog(self.session[m], t))
-        will = Will(self.topics_status[m], self._status(m, False, t, "connection_lost"))
-        self.sink.open(m, will)
-        self.sink.publish(m, self.topics_status[m], self._status(m, True, t, None), True)
-        if self.truth is not None:
-            self.truth.traffic[m].messages["status"] += 1
+        if will:
+            payload = self._status(m, False, t, "connection_lost")
+            self.sink.open(m, Will(self.topics_status[m], payload))
+        self._publish_status(m, self._status(m, True, t, None))
         self.online[m] = True
         vals = self._values(m)
         items: list[ValueEvent | ConditionEvent] = [
@@ -397,10 +455,26 @@ class I5Controllers:
         online machine and close its connection."""
         self.flush()
         for m in np.flatnonzero(self.online).tolist():
-            self.sink.publish(m, self.topics_status[m], self._status(m, False, t, "shutdown"), True)
+            self._publish_status(m, self._status(m, False, t, "shutdown"))
             self.sink.close(m)
             self.online[m] = False
             if self.truth is not None:
-                tr = self.truth.traffic[m]
-                tr.messages["status"] += 1
-                tr.sessions[-1].end = t
+                self.truth.traffic[m].sessions[-1].end = t
+
+
+def _delivered(
+    tr: MachineTraffic, s: SessionLog, channel: str, samples: int, seq: int, ok: bool
+) -> None:
+    """The truth counts a telemetry or event message once the broker acknowledged it."""
+    if not ok:
+        s.dropped += 1
+        return
+    tr.messages[channel] += 1
+    tr.samples += samples
+    s.messages += 1
+    s.last_seq = max(s.last_seq, seq)
+
+
+def _status_delivered(tr: MachineTraffic, ok: bool) -> None:
+    if ok:
+        tr.messages["status"] += 1

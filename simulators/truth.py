@@ -17,8 +17,10 @@ tick, so it cannot disagree with what was sent. Definitions (per machine, window
   active at the window end.
 - ``tool_changes``: tool, time, reason (``life_limit`` | ``breakage``), the removed tool's true
   flank wear ``vb_mm`` and its minutes in cut.
-- ``messages`` / ``samples``: messages handed to the transport per channel, samples in telemetry;
-  ``sessions``: each session's id, birth and death times, last seq and message count.
+- ``messages`` / ``samples``: messages the transport delivered (with MQTT: acknowledged by the
+  broker, PUBACK) per channel, samples in those telemetry messages; ``sessions``: each session's
+  id, birth and death times, highest delivered seq, delivered message count, and messages
+  ``dropped`` (a full buffer during an outage, or refused by the broker): those seqs are gaps.
 
 Times are ISO-8601 UTC with milliseconds.
 """
@@ -64,11 +66,12 @@ class SessionLog:
     end: float | None = None
     last_seq: int = -1
     messages: int = 0
+    dropped: int = 0
 
 
 @dataclass
 class MachineTraffic:
-    """Messages and samples one machine handed to its transport."""
+    """Messages and samples of one machine its transport delivered."""
 
     messages: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     samples: int = 0
@@ -230,6 +233,7 @@ class Truth:
                         "end": None if s.end is None else iso_ms(s.end),
                         "last_seq": s.last_seq,
                         "messages": s.messages,
+                        "dropped": s.dropped,
                     }
                     for s in tr.sessions
                 ],
