@@ -13,6 +13,7 @@ from api.deps import AnyRole, Conn, MachinePath, MachineRef, resolve_machine
 from api.errors import AUTHENTICATED, InvalidInputError, error_responses
 from api.kpis import CalendarSpec, Group, fleet_oee, oee_report
 from api.machines import (
+    BORN,
     EMPTY,
     STATUS_SQL,
     cycles_report,
@@ -98,10 +99,11 @@ async def get_machine(principal: AnyRole, conn: Conn, machine: MachinePath) -> M
     )
     assert row is not None
     alarms = await conn.fetch(
-        """SELECT a.component, a.code, a.level, a.text, a.opened_at
+        f"""SELECT a.component, a.code, a.level, a.text, a.opened_at
              FROM alarm a JOIN machine m ON m.id = a.machine_id
             WHERE m.site = $1 AND m.machine = $2 AND a.closed_at IS NULL
-            ORDER BY a.opened_at""",
+              AND a.opened_at >= coalesce(({BORN.format(machine="m.id")}), '-infinity')
+            ORDER BY a.opened_at""",  # noqa: S608 (constant fragments only)
         ref.site,
         ref.machine,
     )

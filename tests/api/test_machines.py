@@ -128,6 +128,41 @@ def test_execution_since_is_when_the_state_began_not_its_last_repeat(
             conn.execute("DELETE FROM machine WHERE id = %s", [mid])
 
 
+def test_active_alarms_are_those_of_the_current_session(
+    site: str, api_database: str, viewer: httpx.Client
+) -> None:
+    """After a birth the producer restates every active condition (docs/protocol.md): a condition
+    left open by an earlier session and not restated is not active."""
+    add_machines(api_database, [(site, "reborn")])
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        (mid,) = conn.execute(
+            "SELECT id FROM machine WHERE site = %s AND machine = 'reborn'", [site]
+        ).fetchone() or (None,)
+        conn.execute(
+            "INSERT INTO machine_session (machine_id, session, born_at) VALUES "
+            "(%s, 's1', %s), (%s, 's2', %s)",
+            [mid, _t("06:00"), mid, _t("12:00")],
+        )
+        for at, code in [("07:00", "OLD"), ("12:00:01", "NEW")]:
+            conn.execute(
+                "INSERT INTO event (machine_id, ts, signal, component, level, code, message) "
+                "VALUES (%s, %s, 'condition', 'spindle', 'FAULT', %s, 'x')",
+                [mid, _t(at), code],
+            )
+    try:
+        rows = {
+            r["machine"]: r for r in viewer.get("/api/v1/machines", params={"site": site}).json()
+        }
+        assert rows["reborn"]["active_alarms"] == 1
+        detail = viewer.get(f"/api/v1/machines/{site}:reborn").json()
+        assert [a["code"] for a in detail["alarms"]] == ["NEW"]
+    finally:
+        with psycopg.connect(api_database, autocommit=True) as conn:
+            conn.execute("DELETE FROM event WHERE machine_id = %s", [mid])
+            conn.execute("DELETE FROM machine_session WHERE machine_id = %s", [mid])
+            conn.execute("DELETE FROM machine WHERE id = %s", [mid])
+
+
 def test_scoped_key_sees_only_its_sites(
     site: str, api_database: str, client_for: Callable[[str | None], httpx.Client]
 ) -> None:
