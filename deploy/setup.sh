@@ -24,8 +24,10 @@ need_root() {
 }
 
 # --- 1. Debian packages --------------------------------------------------------------------------
+# openssl: `arbor up` makes the local CA and the broker's TLS certificate with it (docs/security.md).
 packages=(mosquitto mosquitto-clients "postgresql-$pg_version" "postgresql-server-dev-$pg_version"
-          chromium build-essential cmake dpkg-dev libssl-dev libkrb5-dev python3-venv ca-certificates)
+          chromium build-essential cmake dpkg-dev libssl-dev libkrb5-dev python3-venv ca-certificates
+          openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -37,3 +37,10 @@ def test_ci_runs_make_test_and_nothing_else() -> None:
     ]
     assert lines[-1] == "exec make test"
     assert all(not line.startswith(("pip", "apt", "make ")) for line in lines[:-1])
+
+
+def test_setup_installs_what_arbor_up_needs_for_tls() -> None:
+    # `arbor up` makes the local CA and the broker's certificate with the openssl command.
+    text = (project_root() / "deploy" / "setup.sh").read_text()
+    packages = text.split("packages=(", 1)[1].split(")", 1)[0].split()
+    assert "openssl" in packages and "mosquitto" in packages
