@@ -498,10 +498,10 @@ def _write_env_file(settings: StackSettings) -> None:
         )
     text += (
         # The ports too, so later `arbor` commands and tests manage the same servers.
-        f"ARBOR_PG_PORT={settings.pg_port}\n"
-        f"ARBOR_MQTT_PORT={settings.mqtt_port}\n"
-        f"ARBOR_MQTT_TLS_PORT={settings.tls_port}\n"
+        f"ARBOR_PG_PORT={settings.pg_port}\nARBOR_MQTT_PORT={settings.mqtt_port}\n"
     )
+    # Not ARBOR_MQTT_TLS_PORT: it follows from the plain port (arbor/config.py), and written there
+    # it would follow the tests into every private broker they start on other ports.
     _write_private(settings.env_file, text)
 
 
