@@ -215,6 +215,9 @@ def test_500_machines_render_fast_and_keep_up(
         "round_publish_acked_ms (the test's 100 QoS 1 publishes acknowledged)": [
             round(x) for x in acked
         ],
+        "round_after_ack_ms (last publish acknowledged to all 100 tiles updated)": [
+            round(x - a) for x, a in zip(latencies, acked, strict=True)
+        ],
         "round_max_dom_ms_per_batch": [round(x, 1) for x in handling],
         "round_batches": batches,
         "sustained": sustained,
@@ -228,7 +231,9 @@ def test_500_machines_render_fast_and_keep_up(
     # under a second when the machine is not saturated by other test runs).
     assert max(renders) < 3000, figures
     assert max(handling) < 250, figures
-    assert max(latencies) < 20_000, figures
+    # From the broker's acknowledgement: the publisher's own pace on a busy shared broker is not
+    # the board's (it is reported above).
+    assert max(x - a for x, a in zip(latencies, acked, strict=True)) < 20_000, figures
     assert stream["opened"] == 1, figures  # one socket for the whole run: no reconnects
     assert watch.errors == []
 
