@@ -145,7 +145,12 @@ class PipelineConfig(_Strict):
     report_by_exception: bool = True
     max_interval_s: float = Field(default=60.0, gt=0, description="resend unchanged telemetry")
     time_jump_tolerance_s: float = Field(default=1.0, ge=0)
-    queue_size: int = Field(default=10_000, ge=1)
+    queue_size: int = Field(
+        default=50,
+        ge=1,
+        description="parsed lines per machine between the adapter and the pipeline; kept small "
+        "because what is read but not yet on disk is lost if the process dies",
+    )
 
 
 class GatewayConfig(_Strict):

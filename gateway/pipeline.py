@@ -2,8 +2,8 @@
 
 Stages and the boundaries between them (each bounded, each with a named overflow policy):
 
-1. source -> pipeline: :class:`~gateway.queues.BoundedQueue` of parsed lines, policy ``block``
-   (the adapter's TCP stream is back-pressured; nothing is dropped);
+1. source -> pipeline: :class:`~gateway.queues.BoundedQueue` of parsed lines (``queue_size``,
+   small), policy ``block`` (the adapter's TCP stream is back-pressured; nothing is dropped);
 2. normalise + filter -> batch: the open batch holds at most ``max_batch`` samples and events,
    policy ``flush`` (a full batch is written out at once);
 3. batch -> publisher: the on-disk outbox (:mod:`gateway.buffer`), policy ``drop_oldest`` or
@@ -296,8 +296,13 @@ class MachinePipeline:
             if self._batch:
                 timeout = max(0.0, self._batch.opened + interval - time.monotonic())
             if await self.queue.wait_not_empty(timeout):
+                # Drain what is queued, but never keep a batch open past its interval: under
+                # load the queue refills as fast as it empties, and what is neither on disk nor
+                # in the kernel's socket buffer dies with the process (SIGKILL).
                 while len(self.queue):
                     self.process(self.queue.get_nowait())
+                    if self._batch and time.monotonic() - self._batch.opened >= interval:
+                        break
             if self._batch and time.monotonic() - self._batch.opened >= interval:
                 self.flush()
 

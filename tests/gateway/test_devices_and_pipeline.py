@@ -3,6 +3,7 @@ queue, without a network."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -188,3 +189,77 @@ def test_disk_queue_bound_ack_and_reopen(tmp_path: Path) -> None:
     assert q2.append("s/m", "S2", 2, "t", b"{}") is None and q2.dropped == 1
     assert mark_historical(b'{"v":1,"historical":false}') == b'{"v":1,"historical":true}'
     q2.close()
+
+
+def test_what_is_read_ahead_of_the_disk_is_bounded(tmp_path: Path) -> None:
+    """Bug 7 of docs/reliability.md: lines read from the adapter but not yet on disk die with a
+    SIGKILLed gateway. With the pipeline stalled, the connection stops reading after
+    ``queue_size`` lines (TCP backpressure) instead of buffering the adapter's stream in memory;
+    and a running pipeline puts its open batch on disk within ``batch_interval_s``."""
+    import asyncio
+
+    from gateway.app import Gateway
+    from gateway.config import GatewayConfig, GatewaySettings, resolve
+
+    lines = "".join(
+        f"2024-05-01T00:00:{i // 100:02d}.{i % 100:02d}0Z|Xact|{i}|Srpm|{1000 + i}\n"
+        for i in range(5000)
+    ).encode()
+
+    async def main() -> tuple[int, int, int, int]:
+        async def adapter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(lines)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+                await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(adapter, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await _with_server(port)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    async def _with_server(port: int) -> tuple[int, int, int, int]:
+        config = GatewayConfig.model_validate(
+            {
+                "mqtt": {"url": "mqtt://u:p@127.0.0.1:9"},  # never used: nothing is published
+                "buffer": {"path": str(tmp_path / "b.sqlite")},
+                "pipeline": {"batch_interval_s": 0.2},
+                "source": [{"address": f"127.0.0.1:{port}", "devices": str(DATA / "Devices.xml"),
+                            "site": "t", "machine": "m"}],
+            }
+        )  # fmt: skip
+        settings = GatewaySettings()
+        gw = Gateway(config, resolve(config, settings), settings)
+        m = gw.machines[0]
+        parser = gw.connections[0].parser
+        conn = asyncio.create_task(gw.connections[0].run())
+        try:
+            last, still = -1, 0.0  # wait until reading stops (the queue is full)
+            async with asyncio.timeout(60):
+                while still < 2.0:
+                    await asyncio.sleep(0.2)
+                    still = still + 0.2 if parser.stats.lines == last else 0.0
+                    last = parser.stats.lines
+            read_stalled, queued = parser.stats.lines, len(m.pipeline.queue)
+            pipe = asyncio.create_task(m.pipeline.run())
+            async with asyncio.timeout(60):  # the pipeline drains it; batches reach the disk
+                while parser.stats.lines < 5000 or len(m.pipeline.queue) or m.pipeline._batch:  # noqa: ASYNC110 (polling counters)
+                    await asyncio.sleep(0.05)
+            pipe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pipe
+            return read_stalled, queued, m.pipeline.stats.samples, len(gw.store)
+        finally:
+            conn.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn
+            gw.store.close()
+
+    read_stalled, queued, samples, stored = asyncio.run(main())
+    assert queued == PipelineConfig().queue_size <= 100
+    assert read_stalled <= queued + 2  # + the line waiting to be put, + the adapter's banner
+    assert samples == 5000 and stored >= 1
