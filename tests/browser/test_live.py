@@ -59,7 +59,10 @@ def _poll(page: Any, expression: str, until: Callable[[Any], bool], timeout_s: f
         if until(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{expression} was still {value!r} after {timeout_s} s")
+            stream = page.evaluate("() => JSON.stringify(window.__arborStream)")
+            raise AssertionError(
+                f"{expression} was still {value!r} after {timeout_s} s; stream: {stream}"
+            )
         page.wait_for_timeout(25)
 
 
@@ -78,7 +81,8 @@ def _until_mode(page: Any, mode: str, timeout_s: float = 30) -> None:
 
 
 def _warm_up(page: Any, machine: Machine, ref: str) -> None:
-    """Publish until the tile shows it: the API's broker subscription may still be settling."""
+    """Publish a birth and events until the tile shows them: the API's broker subscription may
+    still be settling."""
     deadline = time.monotonic() + 60
     count = 1
     while True:
@@ -86,10 +90,13 @@ def _warm_up(page: Any, machine: Machine, ref: str) -> None:
         machine.events({"ts": _now(), "signal": "execution", "value": "ACTIVE"})
         machine.events({"ts": _now(), "signal": "part_count", "value": count})
         try:
+            # the birth and the events both seen: a birth published before the API's broker
+            # subscription was in place is lost, and a machine without one stays `unknown`
             _poll(
                 page,
-                f"() => document.querySelector('{_tile(page, ref, '.tile-parts')}')?.textContent",
-                functools.partial(operator.eq, f"parts {count}"),
+                f"() => {{ const t = document.querySelector('{_tile(page, ref)}'); "
+                "return t && [t.dataset.state, t.querySelector('.tile-parts').textContent]; }",
+                functools.partial(operator.eq, ["running", f"parts {count}"]),
                 3,
             )
             return
