@@ -195,6 +195,10 @@ def run_mqtt_or_none(s: SimSettings, provision: Provision | None = None) -> int:
     else:
         sink = NullSink()
     controllers = I5Controllers(fleet, sink, truth=truth, run_id=s.run_id, batch_s=s.batch_s)
+    if transport is not None:  # cmd/program and cmd/rebirth, answered on reply/*
+        from simulators.downlink import I5Downlink
+
+        transport.on_command = I5Downlink(controllers, transport).handle
 
     def info() -> dict[str, Any]:
         extra: dict[str, Any] = {"run_id": controllers.run_id}

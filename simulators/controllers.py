@@ -382,6 +382,19 @@ class I5Controllers:
             self.sink.open(m, Will(self.topics_status[m], payload))
         self._publish_status(m, self._status(m, True, t, None))
         self.online[m] = True
+        self._snapshot(m, ts)
+
+    def republish(self, m: int) -> bool:
+        """``cmd/rebirth``: the birth status and a full snapshot again, in the same session
+        (stamped with the last tick); False when the machine is off."""
+        if not self.online[m]:
+            return False
+        t = self._t_last
+        self._publish_status(m, self._status(m, True, t, None))
+        self._snapshot(m, _dt(t))
+        return True
+
+    def _snapshot(self, m: int, ts: datetime) -> None:
         vals = self._values(m)
         items: list[ValueEvent | ConditionEvent] = [
             ValueEvent(ts=ts, signal=k, value=v) for k, v in vals.items()

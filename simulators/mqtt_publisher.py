@@ -179,6 +179,10 @@ class MqttTransport:
         self.connect_timeout = connect_timeout
         self.stats = TransportStats()
         self.controllers: Reconnectable | None = None
+        #: ``on_command(topic, payload)``: set to receive ``cmd/+`` of the machines (downlink);
+        #: called from :meth:`service`, outside paho's callbacks.
+        self.on_command: Callable[[str, bytes], None] | None = None
+        self._commands: list[tuple[str, bytes]] = []
         self._sel = selectors.DefaultSelector()
         self._links: dict[int, _Link] = {}  # machine index (or -1 shared) -> link
         self._closing: list[_Link] = []
@@ -219,6 +223,7 @@ class MqttTransport:
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         return client
@@ -337,6 +342,16 @@ class MqttTransport:
         if msg.done is not None:
             msg.done(ok)
         self._refill.add(link)
+
+    def _on_message(self, client: mqtt.Client, link: _Link, msg: mqtt.MQTTMessage) -> None:
+        if client is link.client:
+            self._commands.append((msg.topic, bytes(msg.payload)))
+
+    def _subscribe_commands(self, link: _Link) -> None:
+        if self.on_command is None or link.client is None:
+            return
+        machine = "+" if link.key < 0 else self.machine_ids[link.key]
+        link.client.subscribe(f"arbor/v1/{self.site}/{machine}/cmd/+", qos=1)
 
     def _on_disconnect(
         self, client: mqtt.Client, link: _Link, flags: Any, rc: ReasonCode, props: Any
@@ -525,6 +540,7 @@ class MqttTransport:
             link = self._connacked.pop(0)
             if link.client is None or not link.connected:
                 continue
+            self._subscribe_commands(link)
             if link.replay_due:
                 # Everything still here was produced before this connection: the backlog.
                 link.replay_due = False
@@ -538,6 +554,11 @@ class MqttTransport:
             self._pump(link)
         while self._refill:
             self._pump(self._refill.pop())
+        if self._commands:
+            commands, self._commands = self._commands, []
+            for topic, payload in commands:
+                if self.on_command is not None:
+                    self.on_command(topic, payload)
         for link in [lk for lk in self._closing if lk.pending <= 0 and lk.connected]:
             self._finish_close(link)
         now = time.monotonic()
