@@ -396,7 +396,8 @@ def _slow_client(
         return float(lines[0].split()[-1]) if lines else 0.0
 
     before = slow_disconnects()
-    deadline = time.monotonic() + 30
+    # Generous: the telemetry goes through the shared broker, which a loaded machine slows down.
+    deadline = time.monotonic() + 120
     t = time.time()
     while slow_disconnects() == before:
         assert time.monotonic() < deadline, "the slow client was never disconnected"
