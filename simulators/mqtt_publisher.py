@@ -173,6 +173,8 @@ class MqttTransport:
         self.max_inflight = max_inflight
         self.max_pending = max_pending
         self.buffer_max = max(1, buffer_max)
+        # The shared connection buffers for every machine it carries.
+        self._bound = self.buffer_max * (len(machine_ids) if shared else 1)
         self.reconnect_min = reconnect_min
         self.reconnect_max = max(reconnect_min, reconnect_max)
         self.client_prefix = client_prefix
@@ -437,12 +439,13 @@ class MqttTransport:
             return
         link.queue.append(_Msg(topic, payload, retain, done))
         self.stats.published += 1
-        if link.pending > self.buffer_max:
+        # While connected the block policy bounds the buffer; while not, drop_oldest does.
+        while not link.connected and link.pending > self._bound and (link.backlog or link.queue):
             self._drop_oldest(link)
         self._pump(link)
 
     def _drop_oldest(self, link: _Link) -> None:
-        src = link.backlog if link.backlog else link.queue
+        src = link.backlog if link.backlog else link.queue  # (in-flight ones are on the wire)
         # Keep a birth status at the head of the queue: it is what makes the session known.
         i = 1 if src is link.queue and len(src) > 1 and src[0].retain else 0
         msg = src[i]
@@ -450,7 +453,7 @@ class MqttTransport:
         self.stats.dropped += 1
         if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
             logger.warning("%s: buffer full (%d), dropped the oldest message (%d dropped so far)",
-                           self._client_id(link.key), self.buffer_max,
+                           self._client_id(link.key), self._bound,
                            self.stats.dropped)  # fmt: skip
         if msg.done is not None:
             msg.done(False)
