@@ -56,7 +56,8 @@ export async function render(main, { can }) {
       fill(out, h("p", { class: p.state === "failed" ? "fail" : p.state === "complete" ? "pass" : "" },
         `Push ${p.id} to ${p.site}:${p.machine}: ${p.state}, ${p.chunks_acknowledged}/${p.chunk_count} chunks acknowledged`,
         p.error_code ? ` — the machine answered ${p.error_code}` : ""));
-      if (p.state === "sent" && tries < 30) setTimeout(() => followPush(id, out, tries + 1), 1000);
+      // Follow until the machine answers: every second for a minute, then every 5 s for 10 min.
+      if (p.state === "sent" && tries < 180) setTimeout(() => followPush(id, out, tries + 1), tries < 60 ? 1000 : 5000);
       else loadPushes(p.site, p.machine);
     } catch (exc) {
       fill(out, errorBox(exc));

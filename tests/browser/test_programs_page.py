@@ -62,7 +62,7 @@ def test_upload_push_and_see_the_reply(
     page.select_option("#prog-versions select", f"{site}:p1")
     page.click("#prog-versions button:text('Push v1')")
     result = page.locator("#push-result p")
-    result.filter(has_text="complete").wait_for(timeout=30_000)
+    result.filter(has_text="complete").wait_for(timeout=90_000)
     (push, *_) = api.get(f"/api/v1/machines/{site}:p1/programs/pushes").json()
     assert push["state"] == "complete"
     assert f"{push['chunks_acknowledged']}/{push['chunk_count']} chunks acknowledged" in (
@@ -78,6 +78,9 @@ def test_upload_push_and_see_the_reply(
     # The machine that refuses: the page shows its error code.
     page.select_option("#prog-versions select", f"{site}:p2")
     page.click("#prog-versions button:text('Push v1')")
-    result.filter(has_text="failed").wait_for(timeout=30_000)
+    try:
+        result.filter(has_text="failed").wait_for(timeout=90_000)
+    except Exception as exc:
+        raise AssertionError(f"the page shows {page.inner_text('#push-result')!r}") from exc
     assert "the machine answered checksum_mismatch" in result.inner_text()
     assert watch.errors == []
