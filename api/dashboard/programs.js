@@ -3,6 +3,8 @@ import { get, post } from "./api.js";
 import { errorBox, fill, h, table, toast, when } from "./util.js";
 
 export async function render(main, { can }) {
+  let left = false;          // the page was left: stop following pushes
+  const timers = new Set();
   const list = h("div#prog-list");
   const versions = h("div#prog-versions");
   const pushes = h("div#prog-pushes");
@@ -57,7 +59,8 @@ export async function render(main, { can }) {
         `Push ${p.id} to ${p.site}:${p.machine}: ${p.state}, ${p.chunks_acknowledged}/${p.chunk_count} chunks acknowledged`,
         p.error_code ? ` — the machine answered ${p.error_code}` : ""));
       // Follow until the machine answers: every second for a minute, then every 5 s for 10 min.
-      if (p.state === "sent" && tries < 180) setTimeout(() => followPush(id, out, tries + 1), tries < 60 ? 1000 : 5000);
+      if (left) return;
+      if (p.state === "sent" && tries < 180) timers.add(setTimeout(() => followPush(id, out, tries + 1), tries < 60 ? 1000 : 5000));
       else loadPushes(p.site, p.machine);
     } catch (exc) {
       fill(out, errorBox(exc));
@@ -106,4 +109,5 @@ export async function render(main, { can }) {
   await loadList();
   fill(versions, h("p.muted", "Choose a program."));
   await loadPushes();
+  return () => { left = true; for (const t of timers) clearTimeout(t); };
 }
