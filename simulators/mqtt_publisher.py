@@ -193,6 +193,7 @@ class MqttTransport:
         self._connacked: list[_Link] = []
         self._refill: set[_Link] = set()  # links whose in-flight window has room again
         self._rng = random.Random()
+        self._reached = False  # a TCP connection to the broker has succeeded once
         self._last_misc = time.monotonic()
         if shared:
             link = _Link(-1, None)
@@ -233,8 +234,8 @@ class MqttTransport:
     def _attempt(self, link: _Link, first: bool = False) -> None:
         """One connection attempt; on failure schedule the next (or raise, see below).
 
-        A failure raises only when no connection of this transport ever succeeded (the broker is
-        not there at all: a configuration error); afterwards machines retry with backoff.
+        A failure raises only when no connection of this transport ever reached the broker (it
+        is not there at all: a configuration error); afterwards machines retry with backoff.
         """
         self._down.discard(link)
         will = link.will
@@ -250,9 +251,11 @@ class MqttTransport:
         except OSError as exc:
             self.stats.connect_failures += 1
             self._drop_client(link)
-            if self.stats.connects == 0 and first:
+            if not self._reached and first:
                 raise SimulatorError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
             self._schedule(link, str(exc))
+            return
+        self._reached = True
 
     def _schedule(self, link: _Link, why: str) -> None:
         link.backoff = min(self.reconnect_max, max(self.reconnect_min, link.backoff * 2))
