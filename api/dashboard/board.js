@@ -58,8 +58,9 @@ function update(el, m, executionSince) {
   const prog = m.program ? `${m.program}${m.mode ? ` · ${m.mode}` : ""}` : (m.mode || "no program");
   text(parts.prog, prog);
   text(parts.count, `parts ${num(m.part_count)}`);
-  // Time in state: in the current execution state when this page saw it change (the stream
-  // says which fields changed), otherwise since the online/offline change.
+  // Time in state: in the current execution state, from the API's `execution_since` or from
+  // when this page saw it change on the stream; otherwise since the online/offline change.
+  executionSince = executionSince || m.execution_since;
   const inExecution = executionSince && m.status === "online" && m.execution;
   const label = inExecution ? m.execution.toLowerCase().replace(/_/g, " ") : m.status;
   const from = inExecution ? executionSince : m.status_since;
@@ -235,7 +236,10 @@ export async function render(main, { query }) {
   const execSince = new Map();  // when this page saw each machine's execution change
   const source = fleetStatus({
     async onSnapshot(machines) {
-      for (const m of machines) tiles.set(key(m), tile(m));
+      for (const m of machines) {
+        if (m.execution_since) execSince.set(key(m), m.execution_since);
+        tiles.set(key(m), tile(m));
+      }
       await areasLoaded;
       layout();
       if (!machines.length) fill(status, h("p.muted", "No machines yet: start the simulator (arbor sim) or a gateway."));
@@ -254,7 +258,8 @@ export async function render(main, { query }) {
       const started = performance.now();
       for (const m of changedMachines) {
         const k = key(m);
-        if (m.changed?.includes("execution")) execSince.set(k, new Date().toISOString());
+        if (m.execution_since) execSince.set(k, m.execution_since);  // the API's (REST)
+        else if (!m.snapshot && m.changed?.includes("execution")) execSince.set(k, new Date().toISOString());
         const el = tiles.get(k);
         if (el) update(el, m, execSince.get(k));
         else adopt(m);

@@ -197,6 +197,11 @@ def test_board_figures_equal_the_api(
             assert parts == f"parts {api[machine]['part_count']:.0f}"
         assert tile.locator(".tile-alarms").inner_text() == alarms
         assert api[machine]["active_alarms"] == (1 if alarms else 0)
+    # time in state: m01 has been ACTIVE for 30 minutes (the API's execution_since)
+    assert datetime.fromisoformat(api["m01"]["execution_since"]) == _ago(30)
+    in_state = page.inner_text(f'.tile[data-key="{site}:m01"] .tile-since')
+    assert in_state.startswith("active ") and in_state.endswith(" min"), in_state
+    assert 30 <= int(in_state.split()[1]) <= 35, in_state
     # search and state filters
     page.fill("#board-search", f"{site} o200")
     assert page.locator(f'.tile[data-key^="{site}:"]:not([hidden])').count() == 1
