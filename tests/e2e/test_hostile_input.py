@@ -312,10 +312,6 @@ def _nbirth(t: int) -> Payload:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    reason="bug 6: a metric timestamp of 2**62 ms raises OverflowError, dead-lettered as internal",
-    strict=False,
-)
 def test_sparkplug_fuzz(stack: tuple[str, str, int, _Pub]) -> None:
     """Per node: a valid NBIRTH, then one NDATA that is random bytes, a mutated valid payload,
     or a structurally valid payload with hostile metrics. Every node's NBIRTH is stored; every

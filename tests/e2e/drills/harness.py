@@ -363,6 +363,20 @@ class Factory:
                 self._env(ARBOR_MQTT_URL=self.servers.broker.url),
             )  # fmt: skip
         self.t_start = parse_timestamp(start).timestamp()
+        if self.shdr:
+            # On a loaded machine the gateway can take seconds to import and connect; a fault
+            # injected before its first sample would test nothing on the SHDR side.
+            wait_for(self._shdr_flowing, 90, "the first SHDR sample through the gateway", 0.5)
+
+    def _shdr_flowing(self) -> bool:
+        rows = query(
+            self.servers.db.url,
+            "SELECT EXISTS (SELECT 1 FROM sample s JOIN machine m ON m.id = s.machine_id "
+            "WHERE m.site = %s AND m.machine = ANY(%s))",
+            self.site,
+            self.shdr_machines,
+        )
+        return bool(rows[0][0])
 
     # ---- faults --------------------------------------------------------------------------
     def kill(self, name: str) -> None:
