@@ -1,12 +1,14 @@
 """Machine state from the ingest schema, turned into analytics inputs (numpy off the event loop).
 
 Reads `event` (ingest/migrations/0002): execution, controller mode, program and part-count value
-events and `status` changes (online / offline / unknown). Time while a machine is not online
-(or before anything is known) counts as *unknown*, never as idle.
+events and `status` changes (online / offline / unknown); live status from `event_latest` (0004).
+Time while a machine is not online (or before anything is known) counts as *unknown*, never as
+idle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +18,7 @@ import numpy as np
 
 from analytics.cycles import STATUS_WORDS, Cycles, cycle_stats, find_cycles
 from analytics.intervals import IntervalSet
-from analytics.oee import counter_increments, in_cycle_utilisation, time_by_key
+from analytics.oee import Utilisation, counter_increments, in_cycle_utilisation, time_by_key
 from analytics.states import (
     CONTROLLER_MODE,
     EXECUTION,
@@ -27,12 +29,17 @@ from analytics.states import (
 )
 
 __all__ = [
+    "ALARMS_SQL",
     "BORN",
+    "FLEET_STATES_SQL",
     "STATUS_SQL",
+    "UTILISATION_CONVENTION",
     "SignalEvents",
     "cycles_report",
     "fetch_fleet_signal",
     "fetch_signal",
+    "fleet_state_seconds",
+    "fleet_states_report",
     "fleet_utilisation_report",
     "machine_id",
     "program_stats_report",
@@ -41,42 +48,51 @@ __all__ = [
 
 _STATUS = ("online", "offline", "unknown")
 
-#: Every machine with its live status (`status`, latest execution and since when, mode, program,
-#: part count and the number of open alarms); callers append WHERE / ORDER BY on `m`.
-_LATEST = """(SELECT {col} FROM event e WHERE e.machine_id = m.id AND e.signal = '{signal}'
-              ORDER BY e.ts DESC LIMIT 1)"""
-
-#: When the latest execution value began: the first of the trailing run of events with that
-#: value (a birth snapshot repeating the value does not restart it). Two index probes on
-#: event (machine_id, signal, ts DESC).
-_EXECUTION_SINCE = """(SELECT min(e.ts) FROM event e
-      WHERE e.machine_id = m.id AND e.signal = 'execution'
-        AND e.ts > coalesce((SELECT max(d.ts) FROM event d
-                              WHERE d.machine_id = m.id AND d.signal = 'execution'
-                                AND d.ts < ex.ts AND d.value IS DISTINCT FROM ex.value),
-                            '-infinity'))"""
-
 #: The machine's latest birth (`born.at`, null without sessions): alarms are counted from it, as
 #: after a birth the producer sends every event signal again, active conditions included
-#: (docs/protocol.md). Without the bound each open-alarm
-#: check probes the condition history of the machine's whole life (75 s for 1,000 machines with
-#: 30 days of history in bench/api.py; about 1 s with it).
+#: (docs/protocol.md).
 BORN = "SELECT max(born_at) AS at FROM machine_session s WHERE s.machine_id = {machine}"
 
+#: The open alarms of machine `{machine}` (with `born` in scope) from `event_latest` (migration
+#: 0004): conditions whose latest event is WARNING / FAULT, of the current session, not cleared
+#: by a later clear-all (NORMAL / UNAVAILABLE with an empty code) of their component.
+OPEN_ALARMS = """event_latest c
+ WHERE c.machine_id = {machine} AND c.signal = 'condition' AND c.level IN ('WARNING', 'FAULT')
+   AND c.ts >= coalesce(born.at, '-infinity')
+   AND NOT EXISTS (SELECT 1 FROM event_latest z
+                    WHERE z.machine_id = c.machine_id AND z.signal = 'condition'
+                      AND z.component = c.component AND z.code = ''
+                      AND z.level IN ('NORMAL', 'UNAVAILABLE') AND z.ts > c.ts)"""
+
+_LATEST = """LEFT JOIN event_latest {alias} ON {alias}.machine_id = m.id
+      AND {alias}.signal = '{signal}' AND {alias}.component = '' AND {alias}.code = ''"""
+
+#: Every machine with its live status (`status`, latest execution and since when it holds, mode,
+#: program, part count and the number of open alarms), read from `machine` and `event_latest`:
+#: a few primary-key probes per machine. Callers append WHERE / ORDER BY on `m`.
 STATUS_SQL = f"""
 SELECT m.site, m.machine, m.status, m.online, m.last_seen, m.status_since,
-       ex.value AS execution,
-       {_EXECUTION_SINCE} AS execution_since,
-       {_LATEST.format(col="value", signal="controller_mode")} AS mode,
-       {_LATEST.format(col="value", signal="program")} AS program,
-       {_LATEST.format(col="value_num", signal="part_count")} AS part_count,
-       (SELECT count(*) FROM alarm a WHERE a.machine_id = m.id AND a.closed_at IS NULL
-           AND a.opened_at >= coalesce(born.at, '-infinity'))::int AS active_alarms
+       ex.value AS execution, ex.since AS execution_since, mo.value AS mode,
+       pg.value AS program, pc.value_num AS part_count,
+       (SELECT count(*) FROM {OPEN_ALARMS.format(machine="m.id")})::int AS active_alarms
   FROM machine m
-  LEFT JOIN LATERAL (SELECT e.value, e.ts FROM event e
-                      WHERE e.machine_id = m.id AND e.signal = 'execution'
-                      ORDER BY e.ts DESC LIMIT 1) ex ON true
+  {_LATEST.format(alias="ex", signal="execution")}
+  {_LATEST.format(alias="mo", signal="controller_mode")}
+  {_LATEST.format(alias="pg", signal="program")}
+  {_LATEST.format(alias="pc", signal="part_count")}
   LEFT JOIN LATERAL ({BORN.format(machine="m.id")}) born ON true"""  # noqa: S608 (constant fragments only)
+
+#: One machine's open alarms (`$1` = its id): `opened_at` is when the condition took its level,
+#: or its first restatement in the current session when it began in an earlier one.
+ALARMS_SQL = f"""
+SELECT nullif(c.component, '') AS component, c.code, c.level, c.message AS text,
+       CASE WHEN born.at IS NULL OR c.since >= born.at THEN c.since
+            ELSE (SELECT min(e.ts) FROM event e
+                   WHERE e.machine_id = c.machine_id AND e.signal = 'condition'
+                     AND coalesce(e.component, '') = c.component
+                     AND coalesce(e.code, '') = c.code AND e.ts >= born.at) END AS opened_at
+  FROM ({BORN.format(machine="$1")}) born, {OPEN_ALARMS.format(machine="$1")}
+ ORDER BY opened_at"""  # noqa: S608 (constant fragments only)
 
 
 @dataclass(frozen=True)
@@ -349,5 +365,95 @@ def fleet_utilisation_report(
         "unknown_s": sum(r["unknown_s"] for r in rows),
         "known_s": known,
         "utilisation": states.get("ACTIVE", 0.0) / known if known > 0 else None,
+    }
+    return rows, fleet
+
+
+#: The utilisation routes' convention, as `utilisation_report` names it.
+UTILISATION_CONVENTION = (
+    str(next(f.default for f in dataclasses.fields(Utilisation) if f.name == "convention"))
+    + " (ACTIVE)"
+)
+_KNOWN_EXECUTION = ", ".join(f"'{w}'" for w in EXECUTION if w != "UNAVAILABLE")
+
+#: Seconds per Execution state per machine in [$2, $3) with the data horizon $4 (`until`), in SQL:
+#: the same rules as `utilisation_report` (the value in force at the window start counts from
+#: it; unknown before the first event, after the horizon, while UNAVAILABLE or not a catalogue
+#: word, and, for a machine with status events, while its status is not online). Each execution
+#: and status event is a change point; `exg` / `stg` number the execution / status events up to
+#: each point, so the value in force is the one event of its group; a segment lasts until the
+#: machine's next change point (lead()), clipped to the horizon. Rows: (machine, state or NULL =
+#: unknown, seconds).
+FLEET_STATES_SQL = f"""
+WITH ev AS (
+    SELECT i.id, s.signal, greatest(x.ts, $2) AS ts, x.value
+      FROM unnest($1::int[]) AS i(id)
+     CROSS JOIN (VALUES ('execution'), ('status')) AS s(signal)
+     CROSS JOIN LATERAL (SELECT e.ts, e.value FROM event e
+                          WHERE e.machine_id = i.id AND e.signal = s.signal AND e.ts <= $2
+                          ORDER BY e.ts DESC LIMIT 1) x
+    UNION ALL
+    SELECT machine_id, signal, ts, value FROM event
+     WHERE machine_id = ANY($1::int[]) AND signal IN ('execution', 'status')
+       AND ts > $2 AND ts < $3
+), pts AS (
+    SELECT id, signal, ts, value,
+           count(*) FILTER (WHERE signal = 'execution') OVER w AS exg,
+           count(*) FILTER (WHERE signal = 'status') OVER w AS stg,
+           bool_or(signal = 'status') OVER (PARTITION BY id) AS masked,
+           lead(ts, 1, $4) OVER w AS next_ts
+      FROM ev
+    WINDOW w AS (PARTITION BY id ORDER BY ts, signal ROWS UNBOUNDED PRECEDING)
+), seg AS (
+    SELECT id, masked,
+           max(value) FILTER (WHERE signal = 'execution') OVER (PARTITION BY id, exg) AS ex,
+           max(value) FILTER (WHERE signal = 'status') OVER (PARTITION BY id, stg) AS st,
+           greatest(extract(epoch FROM least(next_ts, $4) - ts), 0)::float8 AS seconds
+      FROM pts
+)
+SELECT id, CASE WHEN ex IN ({_KNOWN_EXECUTION}) AND (NOT masked OR st = 'online') THEN ex END
+           AS state,
+       sum(seconds)::float8 AS seconds
+  FROM seg
+ GROUP BY 1, 2"""  # noqa: S608 (constant fragments only)
+
+
+async def fleet_state_seconds(
+    conn: asyncpg.Connection, ids: list[int], start: datetime, end: datetime, until: datetime
+) -> dict[int, dict[str | None, float]]:
+    """Seconds per Execution state (None: unknown) per machine, computed in the database."""
+    out: dict[int, dict[str | None, float]] = {}
+    for r in await conn.fetch(FLEET_STATES_SQL, ids, start, end, until):
+        out.setdefault(r["id"], {})[r["state"]] = r["seconds"]
+    return out
+
+
+def fleet_states_report(
+    ids: list[int], seconds: dict[int, dict[str | None, float]], *, start: float, end: float
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`fleet_utilisation_report`'s answer from `fleet_state_seconds` (one row per id)."""
+    rows: list[dict[str, Any]] = []
+    for i in ids:
+        states = {w: s for w, s in seconds.get(i, {}).items() if w is not None and s > 0}
+        known = sum(states.values())
+        rows.append(
+            {
+                "states": dict(sorted(states.items(), key=lambda kv: EXECUTION.index(kv[0]))),
+                "unknown_s": (end - start) - known,
+                "known_s": known,
+                "utilisation": states.get("ACTIVE", 0.0) / known if known > 0 else None,
+                "convention": UTILISATION_CONVENTION,
+            }
+        )
+    totals: dict[str, float] = {}
+    for r in rows:
+        for word, s in r["states"].items():
+            totals[word] = totals.get(word, 0.0) + s
+    known = sum(r["known_s"] for r in rows)
+    fleet = {
+        "states": totals,
+        "unknown_s": sum(r["unknown_s"] for r in rows),
+        "known_s": known,
+        "utilisation": totals.get("ACTIVE", 0.0) / known if known > 0 else None,
     }
     return rows, fleet

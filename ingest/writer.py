@@ -3,9 +3,11 @@
 The transaction: (1) insert the batch's ledger keys with ``ON CONFLICT DO NOTHING RETURNING``,
 which yields the messages never stored before (a concurrent worker inserting the same key blocks
 on it until that worker commits or aborts, so two workers can never both store a message);
-(2) binary COPY the rows of exactly those messages straight into the hypertables; (3) status
-changes, dead letters and Sparkplug gaps. Only after COMMIT returns does the worker ack the
-messages, so a crash at any point means a redelivery, and a redelivery means a ledger conflict.
+(2) binary COPY the rows of exactly those messages straight into the hypertables, and move the
+latest value per machine and event signal (`event_latest`, migration 0004) to the newest event;
+(3) status changes, dead letters and Sparkplug gaps. Only after COMMIT returns does the worker ack
+the messages, so a crash at any point means a redelivery, and a redelivery means a ledger
+conflict.
 """
 
 from __future__ import annotations
@@ -86,6 +88,37 @@ back AS (
 INSERT INTO event (machine_id, ts, signal, value, received_at)
 SELECT id, seen, 'status', 'online', seen FROM back
 """
+# event_latest (migration 0004): the batch's keys get a row (a placeholder with ts NULL when new)
+# and are locked in key order, so two workers writing events of one machine serialise on it.
+_LATEST_LOCK_SQL = """
+INSERT INTO event_latest (machine_id, signal, component, code)
+SELECT * FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[]) ORDER BY 1, 2, 3, 4
+ON CONFLICT DO NOTHING
+"""
+_LATEST_READ_SQL = """
+SELECT l.machine_id, l.signal, l.component, l.code, l.ts, l.value, l.level, l.since
+  FROM event_latest l
+  JOIN unnest($1::integer[], $2::text[], $3::text[], $4::text[]) AS k(machine_id, signal, component,
+                                                                     code)
+ USING (machine_id, signal, component, code)
+ ORDER BY 1, 2, 3, 4
+   FOR UPDATE OF l
+"""
+_LATEST_UPDATE_SQL = """
+UPDATE event_latest l SET ts = v.ts, value = v.value, value_num = v.value_num, level = v.level,
+       native_severity = v.native_severity, qualifier = v.qualifier, message = v.message,
+       since = v.since, received_at = v.received_at
+  FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
+              $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[],
+              $12::timestamptz[], $13::timestamptz[])
+       AS v(machine_id, signal, component, code, ts, value, value_num, level, native_severity,
+            qualifier, message, since, received_at)
+ WHERE l.machine_id = v.machine_id AND l.signal = v.signal AND l.component = v.component
+   AND l.code = v.code
+"""
+_LATEST_REFRESH_SQL = (
+    "SELECT event_latest_refresh($1::integer[], $2::text[], $3::text[], $4::text[])"
+)
 _LAST_SEEN_SQL = """
 UPDATE machine m SET last_seen = greatest(m.last_seen, v.seen)
 FROM unnest($1::integer[], $2::timestamptz[]) AS v(id, seen) WHERE m.id = v.id
@@ -159,6 +192,7 @@ class BatchWriter:
             stats.messages = len(fresh)
             stats.duplicates = len(batch.accepted) - len(fresh)
             await self._copy_rows(fresh, stats)
+            await self._latest(fresh)
             await self._status(fresh)
             if batch.dead:
                 await conn.copy_records_to_table(
@@ -206,6 +240,38 @@ class BatchWriter:
             await conn.copy_records_to_table("event", records=events, columns=EVENT_COLUMNS)
             stats.rows["event"] = len(events)
 
+    async def _latest(self, fresh: list[Accepted]) -> None:
+        """Move `event_latest` to the batch's newest events (inside the batch's transaction)."""
+        by_key: dict[LatestKey, list[tuple[Any, ...]]] = {}
+        for a in fresh:
+            if not a.events:
+                continue
+            mid = self.id_of(a.site, a.machine)
+            for e in a.events:
+                if e[1] == "status":  # machine.status is its latest value
+                    continue
+                key: LatestKey = (
+                    (mid, e[1], e[4] or "", e[6] or "")
+                    if e[1] == "condition"
+                    else (mid, e[1], "", "")
+                )
+                by_key.setdefault(key, []).append((*e, a.received))
+        if not by_key:
+            return
+        keys = sorted(by_key)
+        columns = [list(c) for c in zip(*keys, strict=True)]
+        conn = self._conn
+        await conn.execute(_LATEST_LOCK_SQL, *columns)
+        stored = {
+            (r[0], r[1], r[2], r[3]): (r[4], r[5], r[6], r[7])
+            for r in await conn.fetch(_LATEST_READ_SQL, *columns)
+        }
+        updates, late = latest_updates(by_key, stored)
+        if updates:
+            await conn.execute(_LATEST_UPDATE_SQL, *(list(c) for c in zip(*updates, strict=True)))
+        if late:
+            await conn.execute(_LATEST_REFRESH_SQL, *(list(c) for c in zip(*late, strict=True)))
+
     async def _status(self, fresh: list[Accepted]) -> None:
         for a in fresh:
             for s in a.status:
@@ -243,6 +309,49 @@ class BatchWriter:
         times = [seen[i] for i in ids]
         await self._conn.execute(_BACK_ONLINE_SQL, ids, times)
         await self._conn.execute(_LAST_SEEN_SQL, ids, times)
+
+
+#: (machine_id, signal, component, code): one `event_latest` row.
+LatestKey = tuple[int, str, str, str]
+
+
+def latest_updates(
+    events: dict[LatestKey, list[tuple[Any, ...]]],
+    stored: dict[LatestKey, tuple[datetime | None, str | None, str | None, datetime | None]],
+) -> tuple[list[tuple[Any, ...]], list[LatestKey]]:
+    """The `event_latest` rows to write for a batch's events, and the keys to recompute.
+
+    `events`: per key, the batch's events (EventRow + receive time) in arrival order; `stored`:
+    per key, the row's (ts, value, level, since) (ts None: no event yet). When every batch event
+    of a key is newer than the stored one, the newest (the later arrival among equal times) is
+    the row, and `since` the first of the batch's trailing events with its value (level, for
+    conditions), or the stored `since` if they all carry the stored value. Otherwise (an event
+    at or before the stored one: late, or replayed history) the key is recomputed from `event`,
+    which already holds the batch's rows.
+    """
+    updates: list[tuple[Any, ...]] = []
+    late: list[LatestKey] = []
+    for key, rows in events.items():
+        ts, value, level, since = stored.get(key, (None, None, None, None))
+        ordered = sorted(rows, key=lambda r: r[0])  # stable: equal times keep arrival order
+        if ts is not None and ordered[0][0] <= ts:
+            late.append(key)
+            continue
+        last = ordered[-1]
+        ident = (last[2], last[5])  # (value, level)
+        first = len(ordered) - 1
+        while first > 0 and (ordered[first - 1][2], ordered[first - 1][5]) == ident:
+            first -= 1
+        run_since = ordered[first][0]
+        if first == 0 and ts is not None and (value, level) == ident and since is not None:
+            run_since = since
+        # EventRow: ts, signal, value, value_num, component, level, code, native_severity,
+        # qualifier, message, historical; then the receive time.
+        updates.append(
+            (*key, last[0], last[2], last[3], last[5], last[7], last[8], last[9], run_since,
+             last[11])
+        )  # fmt: skip
+    return updates, late
 
 
 def _event_record(mid: int, e: EventRow, received: datetime) -> tuple[Any, ...]:

@@ -13,13 +13,13 @@ from api.deps import AnyRole, Conn, MachinePath, MachineRef, resolve_machine
 from api.errors import AUTHENTICATED, InvalidInputError, error_responses
 from api.kpis import CalendarSpec, Group, fleet_oee, oee_report
 from api.machines import (
-    BORN,
-    EMPTY,
+    ALARMS_SQL,
     STATUS_SQL,
+    UTILISATION_CONVENTION,
     cycles_report,
-    fetch_fleet_signal,
     fetch_signal,
-    fleet_utilisation_report,
+    fleet_state_seconds,
+    fleet_states_report,
     machine_id,
     program_stats_report,
     utilisation_report,
@@ -98,15 +98,7 @@ async def get_machine(principal: AnyRole, conn: Conn, machine: MachinePath) -> M
         ref.machine,
     )
     assert row is not None
-    alarms = await conn.fetch(
-        f"""SELECT a.component, a.code, a.level, a.text, a.opened_at
-             FROM alarm a JOIN machine m ON m.id = a.machine_id
-            WHERE m.site = $1 AND m.machine = $2 AND a.closed_at IS NULL
-              AND a.opened_at >= coalesce(({BORN.format(machine="m.id")}), '-infinity')
-            ORDER BY a.opened_at""",  # noqa: S608 (constant fragments only)
-        ref.site,
-        ref.machine,
-    )
+    alarms = await conn.fetch(ALARMS_SQL, await _mid(conn, ref))
     return MachineDetail(**dict(row), alarms=[ActiveAlarm(**dict(a)) for a in alarms])
 
 
@@ -461,13 +453,11 @@ async def fleet_utilisation(
         None if principal.sites is None else sorted(principal.sites),
     )
     ids = [m["id"] for m in machines]
-    execution = await fetch_fleet_signal(conn, ids, "execution", from_, to)
-    status = await fetch_fleet_signal(conn, ids, "status", from_, to)
-    pairs = [(execution.get(i, EMPTY), status.get(i, EMPTY)) for i in ids]
-    rows, fleet = await asyncio.to_thread(
-        fleet_utilisation_report, pairs, start=start, end=end, until=until
-    )
-    convention = rows[0]["convention"] if rows else "MTConnect in-cycle utilisation (ACTIVE)"
+    # Seconds per state in SQL (window functions over the execution and status events): the
+    # same rules as the per-machine route's analytics (tests/api/test_fleet_sql.py checks parity).
+    seconds = await fleet_state_seconds(conn, ids, from_, to, datetime.fromtimestamp(until, UTC))
+    rows, fleet = fleet_states_report(ids, seconds, start=start, end=end)
+    convention = UTILISATION_CONVENTION
     return {
         "from": from_,
         "to": to,
