@@ -1,7 +1,7 @@
 """Ingest throughput: the raw COPY limit against end-to-end MQTT -> workers -> committed rows.
 
 Run: ``.venv/bin/python bench/ingest.py [--duration 60] [--workers 2] [--machines 100]
-[--samples 10] [--signals 12] [--rate 0]`` with the local stack up (``arbor up``).
+[--samples 10] [--signals 12] [--rate 0] [--events 0]`` with the local stack up (``arbor up``).
 
 (a) raw: binary COPY (asyncpg ``copy_records_to_table``) of the same wide rows straight into the
     same `sample` hypertable, batch for batch as the workers write them;
@@ -135,11 +135,9 @@ def publish(args: argparse.Namespace) -> None:
     client = _QoS1Publisher(ep.host, ep.port, ep.username, ep.password)
     names = _signals(args.signals)
     # Publisher k of n sends for machines k, k + n, k + 2n, ... (each machine from one process).
-    topics = [
-        _mqtt_str(f"arbor/v1/{args.site}/m{i:04d}/telemetry")
-        for i in range(args.machines)
-        if i % args.publishers == args.publisher_index
-    ]
+    mine = [i for i in range(args.machines) if i % args.publishers == args.publisher_index]
+    topics = [_mqtt_str(f"arbor/v1/{args.site}/m{i:04d}/telemetry") for i in mine]
+    event_topics = [_mqtt_str(f"arbor/v1/{args.site}/m{i:04d}/event") for i in mine]
     # Values like the simulator's: magnitudes of real signals, rounded to 3 decimals; a pool of
     # pre-encoded value objects so encoding does not cost the publisher per message.
     rng = random.Random(args.publisher_index)
@@ -151,6 +149,7 @@ def publish(args: argparse.Namespace) -> None:
     interval = per_message * args.publishers / args.rate if args.rate > 0 else 0.0
     end = time.monotonic() + args.duration
     sent = 0
+    sent_events = 0
     seq = 0
     next_at = time.monotonic()
     while time.monotonic() < end:
@@ -169,7 +168,25 @@ def publish(args: argparse.Namespace) -> None:
             )
             for k in range(args.samples)
         )
-        payload = b'{"v":1,"session":"bench","seq":%d,"samples":[%b]}' % (seq, samples)
+        # With --events K, seqs alternate: telemetry 2r, then an event message 2r + 1 with K
+        # value events (execution ACTIVE / READY in turn, part_count), stamped with the round.
+        tseq = 2 * seq if args.events else seq
+        payload = b'{"v":1,"session":"bench","seq":%d,"samples":[%b]}' % (tseq, samples)
+        if args.events:
+            stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()
+            items = [
+                b'{"ts":"%s","signal":"execution","value":"%s"}'
+                % (stamp, b"ACTIVE" if seq % 2 else b"READY")
+                if k % 2 == 0
+                else b'{"ts":"%s","signal":"part_count","value":%d}' % (stamp, seq * 100 + k)
+                for k in range(args.events)
+            ]
+            events = b'{"v":1,"session":"bench","seq":%d,"events":[%b]}' % (
+                tseq + 1,
+                b",".join(items),
+            )
+            client.publish_many([(topic, events) for topic in event_topics])
+            sent_events += len(event_topics)
         if interval:
             for topic in topics:
                 client.publish_many([(topic, payload)])
@@ -188,7 +205,15 @@ def publish(args: argparse.Namespace) -> None:
         seq += 1
     client.wait_acks(0)
     client.close()
-    print(json.dumps({"messages": sent, "values": sent * per_message}), flush=True)
+    print(
+        json.dumps(
+            {
+                "messages": sent + sent_events,
+                "values": sent * per_message + sent_events * args.events,
+            }
+        ),
+        flush=True,
+    )
 
 
 # --- CPU accounting (robust to other load on a shared box) ----------------------------------------
@@ -390,6 +415,9 @@ def main() -> int:
     p.add_argument("--narrow", action="store_true", help="also time the narrow layout")
     p.add_argument("--publishers", type=int, default=1, help="publisher processes")
     p.add_argument("--window", type=int, default=1000, help="unacked messages per publisher")
+    p.add_argument(
+        "--events", type=int, default=0, help="also an event message of N value events per round"
+    )
     p.add_argument("--publish", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--publisher-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--site", default="", help=argparse.SUPPRESS)
@@ -495,6 +523,8 @@ def main() -> int:
                     str(k),
                     "--window",
                     str(args.window),
+                    "--events",
+                    str(args.events),
                 ],
                 env=env,
                 cwd=ROOT,

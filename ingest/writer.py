@@ -13,7 +13,7 @@ conflict.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,14 @@ import orjson
 
 from ingest.records import WIDE_SIGNALS, Accepted, DecodedBatch, EventRow
 
-__all__ = ["EVENT_COLUMNS", "SAMPLE_COLUMNS", "BatchWriter", "WriteStats"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "SAMPLE_COLUMNS",
+    "BatchWriter",
+    "LatestKey",
+    "WriteStats",
+    "latest_updates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +323,8 @@ LatestKey = tuple[int, str, str, str]
 
 
 def latest_updates(
-    events: dict[LatestKey, list[tuple[Any, ...]]],
-    stored: dict[LatestKey, tuple[datetime | None, str | None, str | None, datetime | None]],
+    events: Mapping[LatestKey, list[tuple[Any, ...]]],
+    stored: Mapping[LatestKey, tuple[datetime | None, str | None, str | None, datetime | None]],
 ) -> tuple[list[tuple[Any, ...]], list[LatestKey]]:
     """The `event_latest` rows to write for a batch's events, and the keys to recompute.
 

@@ -74,6 +74,8 @@ def site(api_database: str, unique_site: str) -> str:
                 "VALUES (%s, %s, 'condition', 'spindle', %s, %s, %s)",
                 [mid, _t(at), level, code, f"alarm {code}"],
             )
+        # Events written with SQL bypass ingest's writer, which keeps event_latest (0004).
+        conn.execute("SELECT event_latest_refresh(ARRAY[%s]::integer[])", [mid])
     return unique_site
 
 
@@ -114,6 +116,7 @@ def test_execution_since_is_when_the_state_began_not_its_last_repeat(
                 "VALUES (%s, %s, 'execution', %s)",
                 [mid, _t(at), value],
             )
+        conn.execute("SELECT event_latest_refresh(ARRAY[%s]::integer[])", [mid])
     try:
         rows = {
             r["machine"]: r for r in viewer.get("/api/v1/machines", params={"site": site}).json()
@@ -125,6 +128,7 @@ def test_execution_since_is_when_the_state_began_not_its_last_repeat(
     finally:
         with psycopg.connect(api_database, autocommit=True) as conn:
             conn.execute("DELETE FROM event WHERE machine_id = %s", [mid])
+            conn.execute("DELETE FROM event_latest WHERE machine_id = %s", [mid])
             conn.execute("DELETE FROM machine WHERE id = %s", [mid])
 
 
@@ -149,6 +153,7 @@ def test_active_alarms_are_those_of_the_current_session(
                 "VALUES (%s, %s, 'condition', 'spindle', 'FAULT', %s, 'x')",
                 [mid, _t(at), code],
             )
+        conn.execute("SELECT event_latest_refresh(ARRAY[%s]::integer[])", [mid])
     try:
         rows = {
             r["machine"]: r for r in viewer.get("/api/v1/machines", params={"site": site}).json()
@@ -159,6 +164,7 @@ def test_active_alarms_are_those_of_the_current_session(
     finally:
         with psycopg.connect(api_database, autocommit=True) as conn:
             conn.execute("DELETE FROM event WHERE machine_id = %s", [mid])
+            conn.execute("DELETE FROM event_latest WHERE machine_id = %s", [mid])
             conn.execute("DELETE FROM machine_session WHERE machine_id = %s", [mid])
             conn.execute("DELETE FROM machine WHERE id = %s", [mid])
 
