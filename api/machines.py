@@ -374,16 +374,19 @@ UTILISATION_CONVENTION = (
     str(next(f.default for f in dataclasses.fields(Utilisation) if f.name == "convention"))
     + " (ACTIVE)"
 )
-_KNOWN_EXECUTION = ", ".join(f"'{w}'" for w in EXECUTION if w != "UNAVAILABLE")
+#: Execution words that are known states, coded 1.. in SQL (0: UNAVAILABLE, null, not a word).
+KNOWN_EXECUTION = tuple(w for w in EXECUTION if w != "UNAVAILABLE")
+_WORDS = ", ".join(f"'{w}'" for w in KNOWN_EXECUTION)
 
 #: Seconds per Execution state per machine in [$2, $3) with the data horizon $4 (`until`), in SQL:
 #: the same rules as `utilisation_report` (the value in force at the window start counts from
 #: it; unknown before the first event, after the horizon, while UNAVAILABLE or not a catalogue
-#: word, and, for a machine with status events, while its status is not online). Each execution
-#: and status event is a change point; `exg` / `stg` number the execution / status events up to
-#: each point, so the value in force is the one event of its group; a segment lasts until the
-#: machine's next change point (lead()), clipped to the horizon. Rows: (machine, state or NULL =
-#: unknown, seconds).
+#: word, and, for a machine with status events, while its status is not online). Every execution
+#: and status event is a change point; the value in force at each point is the running max()
+#: over the machine's earlier points of (microseconds since the epoch x 16 + the value's code),
+#: one per signal: the code of the latest event (one sort, no self-join). A segment lasts until
+#: the machine's next change point (lead()), clipped to the horizon. Rows: (machine, state code,
+#: 0 = unknown, seconds).
 FLEET_STATES_SQL = f"""
 WITH ev AS (
     SELECT i.id, s.signal, greatest(x.ts, $2) AS ts, x.value
@@ -396,25 +399,24 @@ WITH ev AS (
     SELECT machine_id, signal, ts, value FROM event
      WHERE machine_id = ANY($1::int[]) AND signal IN ('execution', 'status')
        AND ts > $2 AND ts < $3
+), coded AS (
+    SELECT id, signal, ts,
+           (extract(epoch FROM ts) * 1000000)::bigint * 16
+           + CASE WHEN signal = 'status' THEN (value IS NOT DISTINCT FROM 'online')::int
+                  ELSE coalesce(array_position(ARRAY[{_WORDS}], value), 0) END AS k
+      FROM ev
 ), pts AS (
-    SELECT id, signal, ts, value,
-           count(*) FILTER (WHERE signal = 'execution') OVER w AS exg,
-           count(*) FILTER (WHERE signal = 'status') OVER w AS stg,
+    SELECT id, ts,
+           (max(k) FILTER (WHERE signal = 'execution') OVER w) % 16 AS ex,
+           (max(k) FILTER (WHERE signal = 'status') OVER w) % 16 AS st,
            bool_or(signal = 'status') OVER (PARTITION BY id) AS masked,
            lead(ts, 1, $4) OVER w AS next_ts
-      FROM ev
+      FROM coded
     WINDOW w AS (PARTITION BY id ORDER BY ts, signal ROWS UNBOUNDED PRECEDING)
-), seg AS (
-    SELECT id, masked,
-           max(value) FILTER (WHERE signal = 'execution') OVER (PARTITION BY id, exg) AS ex,
-           max(value) FILTER (WHERE signal = 'status') OVER (PARTITION BY id, stg) AS st,
-           greatest(extract(epoch FROM least(next_ts, $4) - ts), 0)::float8 AS seconds
-      FROM pts
 )
-SELECT id, CASE WHEN ex IN ({_KNOWN_EXECUTION}) AND (NOT masked OR st = 'online') THEN ex END
-           AS state,
-       sum(seconds)::float8 AS seconds
-  FROM seg
+SELECT id, CASE WHEN ex > 0 AND (NOT masked OR st = 1) THEN ex ELSE 0 END AS state,
+       sum(greatest(extract(epoch FROM least(next_ts, $4) - ts), 0))::float8 AS seconds
+  FROM pts
  GROUP BY 1, 2"""  # noqa: S608 (constant fragments only)
 
 
@@ -424,7 +426,8 @@ async def fleet_state_seconds(
     """Seconds per Execution state (None: unknown) per machine, computed in the database."""
     out: dict[int, dict[str | None, float]] = {}
     for r in await conn.fetch(FLEET_STATES_SQL, ids, start, end, until):
-        out.setdefault(r["id"], {})[r["state"]] = r["seconds"]
+        state = KNOWN_EXECUTION[r["state"] - 1] if r["state"] else None
+        out.setdefault(r["id"], {})[state] = r["seconds"]
     return out
 
 
