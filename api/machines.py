@@ -388,12 +388,25 @@ _WORDS = ", ".join(f"'{w}'" for w in KNOWN_EXECUTION)
 #: the machine's next change point (lead()), clipped to the horizon. Rows: (machine, state code,
 #: 0 = unknown, seconds).
 FLEET_STATES_SQL = f"""
-WITH ev AS (
-    SELECT i.id, s.signal, greatest(x.ts, $2) AS ts, x.value
-      FROM unnest($1::int[]) AS i(id)
+WITH near AS MATERIALIZED (
+    -- the values in force at the window start, where set less than an hour before it: one
+    -- index range per machine and signal in the chunk or two that hold that hour
+    SELECT DISTINCT ON (machine_id, signal) machine_id AS id, signal, ts, value FROM event
+     WHERE machine_id = ANY($1::int[]) AND signal IN ('execution', 'status')
+       AND ts <= $2 AND ts > $2 - INTERVAL '1 hour'
+     ORDER BY machine_id, signal, ts DESC
+), missing AS MATERIALIZED (
+    SELECT i.id, s.signal FROM unnest($1::int[]) AS i(id)
      CROSS JOIN (VALUES ('execution'), ('status')) AS s(signal)
+     WHERE NOT EXISTS (SELECT 1 FROM near n WHERE n.id = i.id AND n.signal = s.signal)
+), ev AS (
+    SELECT id, signal, greatest(ts, $2) AS ts, value FROM near
+    UNION ALL
+    -- older ones (e.g. a machine off since the weekend): one probe each, through all chunks
+    SELECT m.id, m.signal, greatest(x.ts, $2), x.value FROM missing m
      CROSS JOIN LATERAL (SELECT e.ts, e.value FROM event e
-                          WHERE e.machine_id = i.id AND e.signal = s.signal AND e.ts <= $2
+                          WHERE e.machine_id = m.id AND e.signal = m.signal
+                            AND e.ts <= $2 - INTERVAL '1 hour'
                           ORDER BY e.ts DESC LIMIT 1) x
     UNION ALL
     SELECT machine_id, signal, ts, value FROM event
