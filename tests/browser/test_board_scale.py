@@ -70,6 +70,8 @@ def fleet(api_database: str, unique_site: str) -> list[str]:
                SELECT id, now() - interval '1 h', 'part_count', (id % 50)::text,
                       (id % 50)::float8 FROM machine"""
         )
+        # Events written with SQL bypass ingest's writer, which keeps event_latest (0004).
+        conn.execute("SELECT event_latest_refresh(NULL::integer[])")
     return sites
 
 

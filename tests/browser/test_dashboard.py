@@ -100,6 +100,8 @@ def site(api_database: str, unique_site: str) -> str:
             "VALUES (%s, %s, 'condition', 'spindle', 'FAULT', 'SP-1', 'spindle overtemperature')",
             [ids["m02"], _ago(60)],
         )
+        # Events written with SQL bypass ingest's writer, which keeps event_latest (0004).
+        conn.execute("SELECT event_latest_refresh(%s::integer[])", [list(ids.values())])
         conn.execute(
             """INSERT INTO sample (machine_id, ts, spindle_load, spindle_speed, feedrate)
                SELECT %s, t, 50 + 30 * sin(extract(epoch FROM t) / 300.0), 8000, 1200
