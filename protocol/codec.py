@@ -122,6 +122,30 @@ def _issues(exc: ValidationError) -> list[FieldIssue]:
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
+_NUL_MESSAGE = "strings must not contain NUL (\\u0000): it cannot be stored"
+
+
+def _nul_path(node: Any, path: str = "") -> str | None:
+    """The path of the first string (value or key) holding U+0000, as FieldIssue paths read."""
+    if isinstance(node, str):
+        return path if "\x00" in node else None
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            found = _nul_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            shown = key.replace("\x00", "\\u0000")
+            here = f"{path}.{shown}" if path else shown
+            if "\x00" in key:
+                return here
+            found = _nul_path(value, here)
+            if found is not None:
+                return found
+    return None
+
+
 def _load(data: bytes | bytearray | memoryview | str, max_bytes: int) -> dict[str, Any]:
     size = len(data)
     if size > max_bytes:
@@ -130,12 +154,17 @@ def _load(data: bytes | bytearray | memoryview | str, max_bytes: int) -> dict[st
     # PostgreSQL text and jsonb cannot hold U+0000, so a message carrying one could never be
     # stored whole: refuse it here, with its reason, instead of failing at the database. Raw NUL
     # bytes are not valid inside JSON strings and orjson refuses them already.
-    if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
-        raise PayloadError("strings must not contain NUL (\\u0000): it cannot be stored")
+    nul = b"\\u0000" in raw and _NUL_ESCAPE.search(raw) is not None
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"not valid JSON: {exc}") from None
+    if nul:
+        try:
+            where = _nul_path(obj)
+        except RecursionError:  # orjson allows deeper nesting than Python's default stack
+            where = None
+        raise PayloadError([FieldIssue(where or "(payload)", _NUL_MESSAGE)])
     if not isinstance(obj, dict):
         raise PayloadError(f"payload must be a JSON object, got {describe(obj)}")
     if "v" not in obj:

@@ -543,8 +543,9 @@ def test_a_nul_character_anywhere_is_refused_but_an_escaped_backslash_u_is_not()
         "controller": {"vendor": "i5", "model": "M8", "kind": "lathe"},
     }  # fmt: skip
     bad = dumps({**status, "controller": {**status["controller"], "vendor": "i\u0000"}})
-    with pytest.raises(PayloadError, match="NUL"):
+    with pytest.raises(PayloadError, match="NUL") as refused:
         decode_status(bad)
+    assert refused.value.path == "controller.vendor"
     # The text backslash-u-0000 (an escaped backslash) is six ordinary characters: accepted.
     ok = decode_status(dumps({**status, "reason": "path C:\\u0000"}))
     assert ok.reason == "path C:\\u0000"
