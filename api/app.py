@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
+from api.bodylimit import BodyLimitMiddleware
 from api.config import ApiSettings
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
@@ -158,4 +159,5 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for prefix, router in WEBSOCKET_ROUTERS:
         app.include_router(router, prefix=prefix)
     app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     return app

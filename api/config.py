@@ -57,6 +57,11 @@ class ApiSettings(BaseSettings):
         default=60.0, description="online but silent this long -> unknown (as ingest's setting)"
     )
     api_max_program_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 16 * 1024 * 1024
+    api_max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=32 * 1024 * 1024,
+        description="largest request body accepted (413 above it, before parsing); must hold "
+        "a base64 program of api_max_program_bytes",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -64,6 +69,17 @@ class ApiSettings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (ARBOR_DATABASE_URL)")
         return value
+
+    @model_validator(mode="after")
+    def _body_holds_a_program(self) -> ApiSettings:
+        # base64 is 4/3 of the bytes, plus the JSON around it.
+        needed = self.api_max_program_bytes * 4 // 3 + 64 * 1024
+        if self.api_max_body_bytes < needed:
+            raise ValueError(
+                f"api_max_body_bytes ({self.api_max_body_bytes}) must be at least {needed} to "
+                f"accept a base64 program of api_max_program_bytes ({self.api_max_program_bytes})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:

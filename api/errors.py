@@ -135,6 +135,11 @@ def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> Re
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+def error_response(status: int, code: str, message: str) -> Response:
+    """An error answer made outside the app's handlers (by ASGI middleware), same shape."""
+    return _json(status, _body(code, message), {"Connection": "close"})
+
+
 def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
     """`("body", "data", "up", 2)` -> `data.up[2]`: the request part (body, query...) is dropped."""
     parts = list(loc)
