@@ -59,7 +59,7 @@ _STATUS_SQL = """
 UPDATE machine SET online = $2, status = CASE WHEN $2 THEN 'online' ELSE 'offline' END,
        status_since = $3, session = CASE WHEN $2 THEN $4 ELSE session END,
        controller = coalesce($5::jsonb, controller), source = $6,
-       last_seen = greatest(last_seen, $3)
+       last_seen = greatest(last_seen, $7)
 WHERE id = $1 AND CASE
     -- A birth carries the machine's clock: it wins unless its session has already ended or a
     -- session born later exists (both compared on that same clock).
@@ -284,8 +284,10 @@ class BatchWriter:
             for s in a.status:
                 mid = self.id_of(s.site, s.machine)
                 controller = orjson.dumps(s.controller).decode() if s.controller else None
+                # last_seen is when we heard the machine (our clock): a birth stamped minutes
+                # ago by the machine's clock must not make it look silent on arrival.
                 await self._conn.execute(
-                    _STATUS_SQL, mid, s.online, s.ts, s.session, controller, s.source
+                    _STATUS_SQL, mid, s.online, s.ts, s.session, controller, s.source, a.received
                 )
                 if s.online:
                     await self._conn.execute(_SESSION_BORN_SQL, mid, s.session, s.ts)

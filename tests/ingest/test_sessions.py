@@ -7,6 +7,7 @@ two ingest hears first, and a machine whose clock runs ahead must still go offli
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,3 +93,26 @@ def test_late_birth_of_an_ended_session_changes_nothing(
     )
     # An older-born session does not displace a later one, and s1 stays ended.
     assert scalar(db, _STATE, site, m) == "offline:s1"
+
+
+@pytest.fixture(scope="module")
+def worker_extra_env() -> dict[str, str]:
+    # The silence job every second, so that a wrong "silent" verdict shows within the test.
+    return {"ARBOR_INGEST_JOBS_INTERVAL_S": "1", "ARBOR_INGEST_SILENCE_TIMEOUT_S": "60"}
+
+
+def test_a_birth_stamped_long_ago_is_not_silent_on_arrival(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    # A controller whose clock is ten minutes behind (or a birth delivered late): heard now, so
+    # not silent, although its own timestamp is older than the silence timeout.
+    site, m = unique_site, "slow-clock"
+    topic = f"arbor/v1/{site}/{m}/status"
+    _publish(pub, topic, _status("s1", True, datetime.now(UTC) - timedelta(minutes=10)))
+    wait_until(lambda: scalar(db, _STATE, site, m) == "online:s1", what="online")
+    seen = (
+        "SELECT extract(epoch FROM now() - last_seen) FROM machine WHERE site = %s AND machine = %s"
+    )
+    assert scalar(db, seen, site, m) < 60  # our clock, not the machine's
+    time.sleep(3)  # three runs of the silence job
+    assert scalar(db, _STATE, site, m) == "online:s1"
