@@ -77,6 +77,7 @@ STATUS_FIELDS = (
     "online",
     "status_since",
     "execution",
+    "execution_since",
     "mode",
     "program",
     "part_count",
@@ -102,6 +103,7 @@ class LiveMachine:
     last_seen: datetime | None = None
     status_since: datetime | None = None
     execution: str | None = None
+    execution_since: datetime | None = None  # when the current execution value began
     mode: str | None = None
     program: str | None = None
     part_count: float | None = None
@@ -121,6 +123,7 @@ class LiveMachine:
             "last_seen": self.last_seen,
             "status_since": self.status_since,
             "execution": self.execution,
+            "execution_since": self.execution_since,
             "mode": self.mode,
             "program": self.program,
             "part_count": self.part_count,
@@ -364,6 +367,8 @@ class StreamHub:
         for name in ("status", "online", "status_since", "execution", "mode", "program"):
             if name not in live.observed:
                 setattr(live, name, getattr(row, name))
+        if "execution" not in live.observed:
+            live.execution_since = row.execution_since
         if "part_count" not in live.observed:
             live.part_count = row.part_count
         if "alarms" not in live.observed:
@@ -489,6 +494,11 @@ class StreamHub:
                 value = None if value is None else float(value)
             elif value is not None:
                 value = str(value)
+            if name == "execution" and value != live.execution:
+                # Time in state starts at the machine's timestamp of the change (a repeated
+                # snapshot value does not restart it).
+                live.execution_since = e.ts
+                changed.add("execution_since")
             self._set(live, changed, name, value)
         self._changed(live, changed)
 

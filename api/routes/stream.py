@@ -191,6 +191,7 @@ async def _subscription(
             last_seen=r["last_seen"],
             status_since=r["status_since"],
             execution=r["execution"],
+            execution_since=r["execution_since"],
             mode=r["mode"],
             program=r["program"],
             part_count=r["part_count"],

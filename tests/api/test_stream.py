@@ -250,7 +250,11 @@ def test_status_changes_and_telemetry(
             },
         )
         change = _until(ws, lambda m: m["type"] == "status")
-        assert change["changed"] == ["alarms", "execution", "mode", "part_count", "program"]
+        assert change["changed"] == [
+            "alarms", "execution", "execution_since", "mode", "part_count", "program"
+        ]  # fmt: skip
+        since = datetime.fromisoformat(change["execution_since"])
+        assert since == datetime.fromtimestamp(now, UTC)  # the machine's time of the change
         assert (change["execution"], change["mode"], change["program"]) == (
             "ACTIVE",
             "AUTOMATIC",
