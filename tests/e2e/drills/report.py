@@ -194,63 +194,51 @@ _TAIL = """\
   good line must land as a sample at its own timestamp and the gateway must stay up.
   (Fuzzed `* PONG` lines are left out: they legitimately change the heartbeat.)
 
-## What the drills found (2026-11-21, main at the time of the run)
+## What the drills found, and what was done (2026-11-21)
 
-A failing row above is a finding, not a flaky test; the assertions stay as they are.
+A failing row above is a finding, not a flaky test; the assertions stay as they are. The first
+full and reduced runs (2026-11-21, early) found eight bugs; each is fixed, with a test of its own
+besides the drill that found it:
 
-1. **Simulated i5 controllers never reconnect** (`simulators/mqtt_publisher.py`). The transport
-   drives paho by hand (`loop_read/loop_write/loop_misc`), which never reconnects; after a broker
-   restart every i5 machine keeps "publishing" into a dead connection (`MQTT_ERR_NO_CONN` is
-   accepted and counted) until the run ends, and the truth counts those messages as sent.
-   Reproduce: `test_broker_restart`; `sim-i5.log` shows `connection ... lost` and nothing after.
-2. **Mosquitto 2.0.11 forgets shared subscriptions of offline sessions across a restart.** A QoS 1
-   message published after the broker is back but before ingest has reconnected is not queued
-   for `$share/ingest/...` (it is for a plain subscription of the same persistent session), so
-   what the gateway sends in that window is acknowledged by the broker and lost. Reproduce:
-   persistent session (clean_start false, expiry 600 s) subscribed to `$share/g/t/#`, disconnect,
-   restart Mosquitto (persistence on), publish QoS 1 to `t/x`, reconnect with the same client id:
-   nothing arrives; the same with `t/#` delivers it. Affects ingest's design (ARCHITECTURE.md's
-   shared subscriptions) on this broker: in the drill the gateway reconnected and replayed
-   before the ingest workers had resubscribed.
-3. **An ingest worker exits when PostgreSQL is killed** (`ingest/worker.py` `_commit`): asyncpg
-   raises `InternalClientError: cannot switch to state 15; another operation (2) is in progress`
-   from `conn.transaction()`; it is neither `PostgresError`, `OSError`, `TimeoutError` nor
-   `InterfaceError`, so it escapes the retry loop, the TaskGroup fails and the process ends.
-   In the reduced run both workers died and nothing after the fault was stored; in the full run
-   they survived (timing-dependent). Reproduce: `test_database_restart`
-   (`PrivateDatabase.stop(mode="kill")` while two workers commit), see `ingest0.log`.
-4. **Duplicate sample timestamps after an SHDR reconnect** (`simulators/shdr_adapter.py`): the
-   adapter stamps the snapshot it sends a new reader with `fleet.time`, the time of the *next*
-   tick, while it holds the values of the last one; the next tick's line then carries the same
-   timestamp and the gateway emits a second sample at that instant (two `sample` rows for one
-   machine and timestamp, different values). Reproduce: step a `Fleet` 4,000 ticks, take
-   `ShdrLines.snapshot(fleet.time)`, step until a line is produced: both start
-   `2025-03-03T06:06:40.000Z`. Seen in `test_gateway_sigkill` (1 per SHDR machine), and in
-   the full run at the gateway's first connect too (the adapter was already ticking).
-5. **A session's lost head is never recorded as a gap** (`ingest/jobs.py` `_GAPS_SQL`): gaps are
-   found between consecutive stored seqs only, so when seq 0..k of a session are lost (here the
-   gateway's full buffer dropped a new session's first messages) no `sequence_gap` row says so.
-   Reproduce: `test_gateway_disk_buffer_full`.
-6. **A Sparkplug metric timestamp of 2^62 ms becomes an `internal` dead letter** (`OverflowError:
-   Python int too large to convert to C int` in the decoder): handled, but `internal` is not a
-   documented kind (docs/ingest.md); it should be `timestamp_range` or `sparkplug_decode`.
-   Reproduce: `test_sparkplug_fuzz` node with `Metric(..., timestamp=2**62)`.
-7. **A gateway SIGKILL under load loses more than the outage** (`gateway/`): lines already read
-   from the adapter but not yet written to the disk buffer (the in-memory source queue and the
-   open batch) die with the process. Full run, load average 8: the last sample stored before
-   the kill was 4.4 s older than the kill, so the SHDR loss window was 12.5 s for a 3.2 s
-   outage (the drill's bound is outage + 8 s). Inherent to SHDR having no replay, but the
-   in-memory backlog is what makes it large; a smaller queue or a flush on a timer would bound it.
-8. Minor: a malformed `status` message is dead-lettered twice (ingest's non-shared status
-   subscription and the shared one both deliver it); see the dead-letter counts of the status
-   and raw-bytes rows above.
+1. **Simulated i5 controllers never reconnected** after a broker restart, and their truth
+   counted messages "sent" into a dead connection. Now (`simulators/mqtt_publisher.py`) each
+   connection reconnects with backoff (0.25 s doubling to 5 s), keeps unacknowledged messages
+   and replays them in order with their session and seq, drops the oldest beyond
+   `--buffer-max` (counted, a seq gap ingest records), and the truth counts only what the broker
+   acknowledged. Test: `tests/simulators/test_mqtt_reconnect.py`.
+2. **Mosquitto forgets shared subscriptions of offline sessions across a restart** (2.0.11, and
+   2.0.21's persistence code is the same), so messages published before ingest resubscribed
+   were acknowledged by the broker and lost. Ingest worker 0 now also holds a non-shared
+   "anchor" subscription in its persistent session, which the broker does keep; after every
+   reconnect it stores what the anchor delivers until a marker it publishes comes back, then
+   acks the anchor's copies unprocessed (`ARBOR_INGEST_ANCHOR`, docs/ingest.md: about twice the
+   receive CPU of worker 0). Test: `tests/ingest/test_broker_restart.py` (300/300 stored once;
+   0/300 without the anchor).
+3. **An ingest worker exited when PostgreSQL was killed** (asyncpg `InternalClientError`). Every
+   database failure that is not a data error is now retried with backoff on a new connection,
+   nothing acked before its commit. Test: two workers through a PostgreSQL SIGKILL.
+4. **Duplicate SHDR sample timestamps after a reconnect**: the adapter simulator stamped its
+   snapshot with the next tick's time. It now stamps the time of the values it holds.
+5. **A session's lost head was never recorded as a gap**: the gap job now records seq 0..k-1
+   when a session's lowest stored seq is k.
+6. **A Sparkplug metric timestamp of 2^62 ms was an `internal` dead letter**: timestamps outside
+   the window are `timestamp_range` dead letters, checked on the raw milliseconds.
+7. **A gateway SIGKILL lost more than the outage** (lines queued in memory): the source queue is
+   50 lines per machine and the open batch reaches the disk buffer within `batch_interval_s`;
+   the measured loss window at SIGKILL fell from 32 s to under 1 s (docs/gateway.md).
+8. **A malformed `status` was dead-lettered twice**: subscription identifiers now tell the copies
+   apart; it is dead-lettered once.
 
-## Not covered yet
+The fuzzed status class then found a ninth: a string holding U+0000 passed decoding and was
+refused by PostgreSQL (jsonb cannot hold it); the protocol now refuses it at decoding.
 
-MQTT TLS and API TLS, secrets-in-logs checks, per-key rate limits, schemathesis on the API
-(run by the API's own tests), oversized uploads, the rest of the broker ACL matrix (reads,
-wills, commands; only publishing under another machine's topic is tested), and the 10-minute
-1,000-machine soak.
+## Also tested elsewhere
+
+MQTT over TLS, API over HTTPS, secrets kept out of logs, API keys stored hashed only and the
+broker's ACL matrix: `tests/arbor/test_tls.py`, `tests/arbor/test_acl_matrix.py`,
+`tests/e2e/test_security.py` (docs/security.md). Per-key rate limits (429 with Retry-After) and
+schemathesis on the OpenAPI schema: `tests/api/`. Oversized uploads (413 before parsing, with
+and without Content-Length): `tests/api/test_body_limit.py`.
 """
 
 
