@@ -248,8 +248,12 @@ def test_gateway_disk_buffer_full(servers: Servers, tmp_path: Path) -> None:
     shdr = v.totals("shdr")
     assert shdr["missing_seqs"] > 0, "the buffer never overflowed: the drill proved nothing"
     assert shdr["open_gaps"] == shdr["missing_seqs"]
-    for mc in v.machines.values():  # losses only from the outage, none after it
-        assert all(t_fault - 2 <= x <= t_clear + 2 for x in mc.missing_ts), mc.machine
+    # Losses only from the outage and the drain after it: until the gateway has reconnected and
+    # emptied its full buffer, drop_oldest goes on dropping (each drop a recorded gap); the same
+    # 8 s bound as the SIGKILL drill's, for reconnecting on a loaded machine.
+    for mc in v.machines.values():
+        late = [round(x - t_clear, 2) for x in mc.missing_ts if not t_fault - 2 <= x <= t_clear + 8]
+        assert not late, f"{mc.machine}: samples lost this many s after healing: {late[:10]}"
 
 
 class _JumpingAdapter:
