@@ -278,8 +278,9 @@ class _JumpingAdapter:
 
     def send(self, t: float, n: int) -> None:
         ms = int(t * 1000)  # whole milliseconds, so the stamp and the expectation agree exactly
-        stamp = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).isoformat()
-        line = f"{stamp[:23]}Z|Xact|{n * 0.5:g}|Srpm|{1000 + n}"
+        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+        stamp = at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]  # isoformat drops .000 on whole seconds
+        line = f"{stamp}Z|Xact|{n * 0.5:g}|Srpm|{1000 + n}"
         asyncio.run_coroutine_threadsafe(self.server.broadcast([line]), self.loop).result(10)
         self.sent.append(ms)
 
