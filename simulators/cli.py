@@ -39,6 +39,8 @@ from simulators.runner import run_loop
 from simulators.truth import Truth
 
 logger = logging.getLogger(__name__)
+#: At the end of an SHDR run, how long readers may take to read what was served (see ShdrServer).
+_END_LINGER_S = 60.0
 
 #: (site, machine) pairs -> {(site, machine): (username, password)}, creating missing accounts.
 Provision = Callable[[list[tuple[str, str]]], dict[tuple[str, str], tuple[str, str]]]
@@ -251,7 +253,9 @@ async def _shdr(s: SimSettings, devices_xml_path: Path | None) -> int:
     record = s.record.open("w", encoding="utf-8") if s.record else None
     try:
         if s.replay is not None:
-            async with ShdrServer(s.shdr_host, s.shdr_port, record=record) as server:
+            async with ShdrServer(
+                s.shdr_host, s.shdr_port, record=record, linger_s=_END_LINGER_S
+            ) as server:
                 logger.info("replaying %s on %s:%d", s.replay, s.shdr_host, server.port)
                 await replay_capture(s.replay, server, speedup=s.speedup)
             return 0
@@ -265,7 +269,11 @@ async def _shdr(s: SimSettings, devices_xml_path: Path | None) -> int:
             )
         lines = ShdrLines(fleet, machines)
         async with ShdrServer(
-            s.shdr_host, s.shdr_port, snapshot=lines.snapshot, record=record
+            s.shdr_host,
+            s.shdr_port,
+            snapshot=lines.snapshot,
+            record=record,
+            linger_s=_END_LINGER_S,
         ) as server:
             logger.info("SHDR adapter for %d machine(s) on %s:%d", fleet.n, s.shdr_host,
                         server.port)  # fmt: skip

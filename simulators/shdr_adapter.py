@@ -247,7 +247,9 @@ class ShdrServer:
 
     ``snapshot`` is called for each new reader (the lines that bring it up to date); ``record``
     (an open text file) receives every broadcast line. ``port`` 0 picks a free port
-    (:attr:`port` after start).
+    (:attr:`port` after start). ``linger_s`` > 0: on exit, end each stream with a FIN and give
+    readers that long to read what is still in flight (SHDR has no replay: closing at once
+    resets the connection, and the kernel drops whatever a lagging reader had not read yet).
     """
 
     def __init__(
@@ -258,6 +260,7 @@ class ShdrServer:
         snapshot: Callable[[], list[str]] | None = None,
         record: IO[str] | None = None,
         pong_ms: int = PONG_MS,
+        linger_s: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -268,6 +271,8 @@ class ShdrServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.lines_sent = 0
+        self.linger_s = linger_s
+        self._ending = False
 
     async def __aenter__(self) -> ShdrServer:
         self._server = await asyncio.start_server(self._client, self.host, self.port)
@@ -277,6 +282,14 @@ class ShdrServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        if self.linger_s > 0 and self._tasks:
+            self._ending = True
+            for w in list(self._writers):
+                if not w.is_closing() and w.can_write_eof():
+                    with contextlib.suppress(OSError, RuntimeError):
+                        w.write_eof()
+            # A reader that has read everything sees the EOF and closes: its task ends.
+            await asyncio.wait(list(self._tasks), timeout=self.linger_s)
         for w in list(self._writers):
             w.close()
         for t in list(self._tasks):
@@ -304,7 +317,7 @@ class ShdrServer:
                 if not raw:
                     break
                 cmd = raw.decode("utf-8", "replace").strip()
-                if cmd.replace(" ", "").upper() == "*PING":
+                if cmd.replace(" ", "").upper() == "*PING" and not self._ending:
                     writer.write(f"* PONG {self.pong_ms}\n".encode())
                     await writer.drain()
         except (ConnectionError, asyncio.CancelledError):

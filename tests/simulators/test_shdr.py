@@ -215,3 +215,35 @@ def test_readers_joining_mid_stream_never_get_two_values_at_one_instant() -> Non
     for lines in got:
         assert sum(1 for ln in lines if not ln.startswith("*")) > 10
         _assert_one_value_per_instant(lines)
+
+
+def test_a_lagging_reader_gets_every_line_when_the_adapter_ends(tmp_path: Path) -> None:
+    # The adapter's run ends while a slow reader (a loaded gateway) is seconds behind: with a
+    # linger it ends the stream with a FIN and waits, so the reader still gets every line.
+    async def main() -> tuple[int, int]:
+        total = 0
+        async with ShdrServer(port=0, linger_s=60) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await _read_until(reader, lambda ln: "shdrVersion" in ln)
+            writer.write(b"* PING\n")
+
+            async def read_all() -> int:
+                await asyncio.sleep(1.0)  # lag behind: the socket buffers fill up
+                got = 0
+                while raw := await reader.readline():
+                    got += b"|Xact|" in raw
+                    if got % 2000 == 0:  # a gateway's heartbeat, also after the adapter stopped
+                        writer.write(b"* PING\n")
+                writer.close()
+                return got
+
+            reading = asyncio.create_task(read_all())
+            for k in range(400):  # ~8 MB: far more than the socket buffers hold
+                batch = [f"2025-03-03T06:00:00.000Z|Xact|{k}.{j:04d}|pad|{'x' * 150}"
+                         for j in range(120)]  # fmt: skip
+                await server.broadcast(batch)
+                total += len(batch)
+        return total, await reading
+
+    total, got = asyncio.run(main())
+    assert got == total
