@@ -28,9 +28,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(settings: ApiSettings) -> Iterator[str]:
-    """Run the API on uvicorn in a thread; yields its base URL."""
-    port = _free_port()
+def serve(
+    settings: ApiSettings,
+    port: int | None = None,
+    *,
+    start_timeout_s: float = 20,
+    stop_timeout_s: float = 20,
+) -> Iterator[str]:
+    """Run the API on uvicorn in a thread (on a free loopback port unless `port` is given, so a
+    test can stop it and start another on the same address); yields its base URL."""
+    port = _free_port() if port is None else port
     config = uvicorn.Config(
         create_app(settings),
         host="127.0.0.1",
@@ -41,7 +48,7 @@ def serve(settings: ApiSettings) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + start_timeout_s
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the API server did not start")
@@ -50,7 +57,7 @@ def serve(settings: ApiSettings) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=20)
+        thread.join(timeout=stop_timeout_s)
 
 
 @pytest.fixture(scope="module")

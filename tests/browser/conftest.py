@@ -11,16 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import uvicorn
 
-from api.app import create_app
 from api.config import ApiSettings
 from api.routes.dashboard import vendor_dir
 from tests.api.conftest import (  # noqa: F401 (fixtures, re-exported for tests/browser)
@@ -29,6 +25,7 @@ from tests.api.conftest import (  # noqa: F401 (fixtures, re-exported for tests/
     base_url,
     client_for,
     keys,
+    serve,
 )
 
 if TYPE_CHECKING:
@@ -119,25 +116,7 @@ def new_page(browser: Browser, viewport: dict[str, int] | None = None) -> tuple[
 
 @contextlib.contextmanager
 def serve_on(settings: ApiSettings, port: int) -> Iterator[str]:
-    """The API on uvicorn in a thread on a given loopback `port`, so a test can stop it and start
-    another on the same address (a restart, as an open page sees it). Yields the base URL."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        ws="websockets-sansio",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    """The API on a given loopback `port` (a restart, as an open page sees it), with the longer
+    start deadline a loaded machine needs while Chromium runs. Yields the base URL."""
+    with serve(settings, port, start_timeout_s=60, stop_timeout_s=30) as url:
+        yield url
