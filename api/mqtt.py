@@ -12,15 +12,34 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from api.errors import UnavailableError
 from protocol import reply_filter
-from protocol.endpoint import parse_mqtt_url
+from protocol.endpoint import MqttEndpoint, parse_mqtt_url
 
-__all__ = ["BrokerLink", "Incoming"]
+__all__ = ["BrokerLink", "Incoming", "background_client"]
+
+
+def background_client(endpoint: MqttEndpoint, name: str, handler: Any) -> mqtt.Client:
+    """A paho MQTT 5 client for one of the API's broker links: a unique id (``arbor-{name}-...``),
+    credentials and TLS from ``endpoint``, reconnecting 1-30 s, and ``handler``'s
+    ``_on_connect``, ``_on_disconnect`` and ``_on_message`` as its callbacks."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"arbor-{name}-{secrets.token_hex(4)}",
+        protocol=mqtt.MQTTv5,
+    )
+    endpoint.configure(client)  # credentials, and TLS for mqtts://
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.on_connect = handler._on_connect
+    client.on_disconnect = handler._on_disconnect
+    client.on_message = handler._on_message
+    return client
+
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +63,7 @@ class BrokerLink:
         self._loop = asyncio.get_running_loop()
         self._connected = False
         self._first_connect = asyncio.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"arbor-api-{secrets.token_hex(4)}",
-            protocol=mqtt.MQTTv5,
-        )
-        endpoint.configure(self._client)  # credentials, and TLS for mqtts://
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        self._client = background_client(endpoint, "api", self)
 
     @property
     def connected(self) -> bool:

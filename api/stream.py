@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -42,8 +41,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from api.mqtt import background_client
 from protocol import (
     ConditionEvent,
     Event,
@@ -291,16 +290,7 @@ class StreamHub:
         self._want_all = False
         self._telemetry_subscribed = False
         self._silence_task: asyncio.Task[None] | None = None
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"arbor-api-stream-{secrets.token_hex(4)}",
-            protocol=mqtt.MQTTv5,
-        )
-        endpoint.configure(self._client)  # credentials, and TLS for mqtts://
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        self._client = background_client(endpoint, "api-stream", self)
 
     @property
     def connected(self) -> bool:
