@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from api.bodylimit import BodyLimitMiddleware
 from api.config import ApiSettings
 from api.errors import install_error_handlers
+from api.fleetlist import FleetList
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.mqtt import BrokerLink
 from api.ratelimit import RateLimiter
@@ -129,6 +130,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             limiter=RateLimiter(settings.api_rate_per_s, settings.api_rate_burst),
             metrics=metrics,
             stream=hub,
+            fleet_list=FleetList(settings.api_list_cache_s),
         )
         replies = asyncio.create_task(_reply_loop(state), name="reply_loop") if broker else None
         try:

@@ -41,6 +41,10 @@ class ApiSettings(BaseSettings):
     api_pool_min: Annotated[int, Field(ge=0)] = 0  # 0: the API starts even with the database down
     api_pool_max: Annotated[int, Field(ge=1)] = 10
     api_db_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    api_list_cache_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=1.0,
+        description="GET /machines may answer from a fleet snapshot this old (0: read each time)",
+    )
     api_mqtt_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     api_stream_rate_hz: Annotated[float, Field(gt=0, le=100)] = Field(
         default=2.0, description="telemetry frames per second per stream client, at most"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -380,78 +380,79 @@ UTILISATION_CONVENTION = (
 )
 #: Execution words that are known states, coded 1.. in SQL (0: UNAVAILABLE, null, not a word).
 KNOWN_EXECUTION = tuple(w for w in EXECUTION if w != "UNAVAILABLE")
-_WORDS = ", ".join(f"'{w}'" for w in KNOWN_EXECUTION)
 
-#: Seconds per Execution state per machine in [$2, $3) with the data horizon $4 (`until`), in SQL:
-#: the same rules as `utilisation_report` (the value in force at the window start counts from
-#: it; unknown before the first event, after the horizon, while UNAVAILABLE or not a catalogue
-#: word, and, for a machine with status events, while its status is not online). Every execution
-#: and status event is a change point; the value in force at each point is the running max()
-#: over the machine's earlier points of (microseconds since the epoch x 16 + the value's code),
-#: one per signal: the code of the latest event (one sort, no self-join). A segment lasts until
-#: the machine's next change point (lead()), clipped to the horizon. Rows: (machine, execution
-#: code or 0 or null, status code 1 = online, 0 = not, null = none yet, seconds); the masking is
-#: applied by `fleet_state_seconds` on these few rows. Epoch seconds by date_part (float8), not
-#: extract (numeric: several times slower over 250,000 rows).
-FLEET_STATES_SQL = f"""
-WITH near AS MATERIALIZED (
-    -- the values in force at the window start, where set less than an hour before it: one
-    -- index range per machine and signal in the chunk or two that hold that hour
-    SELECT DISTINCT ON (machine_id, signal) machine_id AS id, signal, ts, value FROM event
-     WHERE machine_id = ANY($1::int[]) AND signal IN ('execution', 'status')
-       AND ts <= $2 AND ts > $2 - INTERVAL '1 hour'
-     ORDER BY machine_id, signal, ts DESC
-), missing AS MATERIALIZED (
-    SELECT i.id, s.signal FROM unnest($1::int[]) AS i(id)
-     CROSS JOIN (VALUES ('execution'), ('status')) AS s(signal)
-     WHERE NOT EXISTS (SELECT 1 FROM near n WHERE n.id = i.id AND n.signal = s.signal)
-), ev AS (
-    SELECT id, signal, greatest(ts, $2) AS ts, value FROM near
-    UNION ALL
-    -- older ones (e.g. a machine off since the weekend): one probe each, through all chunks
-    SELECT m.id, m.signal, greatest(x.ts, $2), x.value FROM missing m
-     CROSS JOIN LATERAL (SELECT e.ts, e.value FROM event e
-                          WHERE e.machine_id = m.id AND e.signal = m.signal
-                            AND e.ts <= $2 - INTERVAL '1 hour'
-                          ORDER BY e.ts DESC LIMIT 1) x
-    UNION ALL
-    SELECT machine_id, signal, ts, value FROM event
-     WHERE machine_id = ANY($1::int[]) AND signal IN ('execution', 'status')
-       AND ts > $2 AND ts < $3
-), coded AS (
-    SELECT id, signal = 'status' AS is_status, ts,
-           (date_part('epoch', ts) * 1000000)::bigint * 16
-           + CASE WHEN signal = 'status' THEN (value IS NOT DISTINCT FROM 'online')::int
-                  ELSE coalesce(array_position(ARRAY[{_WORDS}], value), 0) END AS k
-      FROM ev
-), pts AS (
-    SELECT id, ts,
-           (max(k) FILTER (WHERE NOT is_status) OVER w) % 16 AS ex,
-           (max(k) FILTER (WHERE is_status) OVER w) % 16 AS st,
-           lead(ts, 1, $4) OVER w AS next_ts
-      FROM coded
-    WINDOW w AS (PARTITION BY id ORDER BY ts, is_status ROWS UNBOUNDED PRECEDING)
-)
-SELECT id, ex, st, sum(greatest(date_part('epoch', least(next_ts, $4) - ts), 0)) AS seconds
-  FROM pts
- GROUP BY 1, 2, 3"""  # noqa: S608 (constant fragments only)
+#: Seconds per Execution state per machine in [$2, $3) with the data horizon $4 (`until`), in SQL
+#: (migration 0005's state_seconds): the same rules as `utilisation_report` (the value in force
+#: at the window start counts from it; unknown before the first event, after the horizon, while
+#: UNAVAILABLE or not a catalogue word, and, for a machine with status events, while its status
+#: is not online). Rows: (machine, known execution word or null, online or null, microseconds);
+#: `fleet_state_seconds` applies the masking on these few rows.
+FLEET_STATES_SQL = """SELECT machine_id AS id, execution, online, us
+  FROM state_seconds($1::int[], $2, $3, $4, false)"""
+
+#: The same rows for whole hours [$2, $3) from `state_hour` (kept by ingest's job).
+_STORED_SQL = """SELECT machine_id AS id, execution, online, sum(us)::bigint AS us
+  FROM state_hour WHERE machine_id = ANY($1::int[]) AND hour >= $2 AND hour < $3
+ GROUP BY 1, 2, 3"""
+
+_HOUR = timedelta(hours=1)
+
+
+def _floor_hour(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 async def fleet_state_seconds(
     conn: asyncpg.Connection, ids: list[int], start: datetime, end: datetime, until: datetime
 ) -> dict[int, dict[str | None, float]]:
-    """Seconds per Execution state (None: unknown) per machine, computed in the database."""
-    rows = await conn.fetch(FLEET_STATES_SQL, ids, start, end, until)
-    # A machine with status events is unknown while not online (st 0) and before its first
-    # status event (st null); one without any is not masked (as `_status` in Python).
-    masked = {r["id"] for r in rows if r["st"] is not None}
+    """Seconds per Execution state (None: unknown) per machine.
+
+    Whole hours inside the window that ingest's job has stored (`state_range`) are read from
+    `state_hour`, except for machines with a late event not yet accounted for
+    (`state_hour_dirty`); the rest (the partial hours at the edges, the hours not stored) is
+    computed from `event`. Durations add up in whole microseconds, so the answer is exactly the
+    one computed from `event` over the whole window."""
+    span = await conn.fetchrow("SELECT lo, hi FROM state_range")
+    a = _floor_hour(start)
+    a = a if a == start else a + _HOUR
+    b = _floor_hour(until)
+    if span is not None:
+        a, b = max(a, span["lo"]), min(b, span["hi"])
+    pieces: list[Any] = []
+    if span is None or a >= b:
+        pieces += await conn.fetch(FLEET_STATES_SQL, ids, start, end, until)
+    else:
+        dirty = set(
+            await conn.fetchval(
+                """SELECT coalesce(array_agg(DISTINCT machine_id), '{}') FROM state_hour_dirty
+                    WHERE machine_id = ANY($1::int[]) AND hour < $2""",
+                ids,
+                b,
+            )
+        )
+        if start < a:
+            pieces += await conn.fetch(FLEET_STATES_SQL, ids, start, a, a)
+        clean = [i for i in ids if i not in dirty] if dirty else ids
+        pieces += await conn.fetch(_STORED_SQL, clean, a, b)
+        if dirty:
+            pieces += await conn.fetch(FLEET_STATES_SQL, sorted(dirty), a, b, b)
+        if b < end:
+            pieces += await conn.fetch(FLEET_STATES_SQL, ids, b, end, until)
+    us: dict[tuple[int, str | None, bool | None], int] = {}
+    for r in pieces:
+        key = (r["id"], r["execution"], r["online"])
+        us[key] = us.get(key, 0) + r["us"]
+    # A machine with status events is unknown while not online (False) and before its first
+    # status event (None); one without any is not masked (as `_status` in Python).
+    masked = {i for i, _, online in us if online is not None}
     out: dict[int, dict[str | None, float]] = {}
-    for r in rows:
-        known = r["ex"] and (r["st"] == 1 if r["id"] in masked else True)
-        state = KNOWN_EXECUTION[r["ex"] - 1] if known else None
-        seconds = out.setdefault(r["id"], {})
-        seconds[state] = seconds.get(state, 0.0) + r["seconds"]
-    return out
+    for (i, word, online), n in us.items():
+        state = word if word is not None and (online or i not in masked) else None
+        seconds = out.setdefault(i, {})
+        seconds[state] = seconds.get(state, 0) + n
+    # In vocabulary order, so that float sums over states do not depend on the pieces' order.
+    order = {w: k for k, w in enumerate((*KNOWN_EXECUTION, None))}
+    return {i: {w: s[w] / 1e6 for w in sorted(s, key=order.__getitem__)} for i, s in out.items()}
 
 
 def fleet_states_report(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from api.config import ApiSettings
+from api.fleetlist import FleetList
 from api.metrics import ApiMetrics
 from api.mqtt import BrokerLink
 from api.ratelimit import RateLimiter
@@ -25,3 +26,4 @@ class ApiState:
     limiter: RateLimiter
     metrics: ApiMetrics
     stream: StreamHub | None = None
+    fleet_list: FleetList | None = None

@@ -9,19 +9,33 @@ edition has continuous aggregates with policies, migration 0003); retention runs
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from ingest.config import IngestSettings
 from ingest.records import WIDE_SIGNALS
 
-__all__ = ["ROLLUPS", "rollup_sql", "run_jobs"]
+__all__ = [
+    "ROLLUPS",
+    "STATE_HOURS_SETTLE",
+    "STATE_HOURS_STEP",
+    "refresh_state_hours",
+    "rollup_sql",
+    "run_jobs",
+]
 
 log = logging.getLogger(__name__)
 
 _LOCK = 0x4172626F7201  # distinct from the migration lock
 ROLLUPS: dict[str, timedelta] = {"sample_1m": timedelta(minutes=1), "sample_1h": timedelta(hours=1)}
+#: An hour is stored once it ended this long ago: longer than any ingest transaction, so an event
+#: of the hour not yet visible to the job is written after the hour ended and marks it dirty
+#: (migration 0005's trigger).
+STATE_HOURS_SETTLE = timedelta(minutes=5)
+#: Hours stored per run in each direction (new hours; history on the first runs): about a second
+#: of database time per day of a 1,000-machine fleet, so one run stays short.
+STATE_HOURS_STEP = timedelta(days=1)
 
 _GAPS_SQL = """
 WITH recent AS (
@@ -112,6 +126,65 @@ async def run_jobs(conn: asyncpg.Connection, settings: IngestSettings, *, rollup
     async with conn.transaction():
         if await _locked(conn, _LOCK + 4):
             await _retention(conn, settings)
+    async with conn.transaction():
+        if await _locked(conn, _LOCK + 5):
+            await refresh_state_hours(conn)
+
+
+async def refresh_state_hours(
+    conn: asyncpg.Connection,
+    *,
+    settle: timedelta = STATE_HOURS_SETTLE,
+    step: timedelta = STATE_HOURS_STEP,
+) -> None:
+    """Keep `state_hour` (migration 0005): recompute machines marked dirty by late events, then
+    extend the stored hours by up to `step` forward (to the last hour ended `settle` ago) and
+    backward (to the oldest execution or status event). Call inside a transaction."""
+    # Marks first: the events behind every mark taken here are visible to the statements below.
+    dirty = await conn.fetch("DELETE FROM state_hour_dirty RETURNING machine_id, hour")
+    target = await conn.fetchval(
+        "SELECT time_bucket(INTERVAL '1 hour', now() - $1::interval)", settle
+    )
+    span = await conn.fetchrow("SELECT lo, hi FROM state_range")
+    if span is None:
+        oldest = await conn.fetchval(
+            "SELECT time_bucket(INTERVAL '1 hour', min(ts)) FROM event "
+            "WHERE signal IN ('execution', 'status')"
+        )
+        if oldest is None:
+            return  # nothing to store yet; the API computes everything from events
+        lo = hi = target
+    else:
+        lo, hi = span["lo"], span["hi"]
+        # A late event changes its hour and the following ones (until the signal's next event):
+        # redo the machine from there, in the range stored so far.
+        since: dict[int, datetime] = {}
+        for r in dirty:
+            if r["hour"] < hi:
+                since[r["machine_id"]] = min(since.get(r["machine_id"], r["hour"]), r["hour"])
+        by_start: dict[datetime, list[int]] = {}
+        for mid, hour in since.items():
+            by_start.setdefault(max(hour, lo), []).append(mid)
+        for start, mids in by_start.items():
+            await conn.execute("SELECT state_hour_refresh($1, $2, $3)", start, hi, mids)
+        oldest = await conn.fetchval(
+            "SELECT time_bucket(INTERVAL '1 hour', min(ts)) FROM event "
+            "WHERE signal IN ('execution', 'status') AND ts < $1",
+            lo,
+        )
+    new_hi = min(target, hi + step)
+    if new_hi > hi:
+        await conn.execute("SELECT state_hour_refresh($1, $2)", hi, new_hi)
+        hi = new_hi
+    if oldest is not None and oldest < lo:
+        new_lo = max(oldest, lo - step)
+        await conn.execute("SELECT state_hour_refresh($1, $2)", new_lo, lo)
+        lo = new_lo
+    await conn.execute(
+        "INSERT INTO state_range (one, lo, hi) VALUES (true, $1, $2) "
+        "ON CONFLICT (one) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi",
+        lo, hi,
+    )  # fmt: skip
 
 
 async def _rollup(

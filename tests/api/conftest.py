@@ -75,6 +75,9 @@ def api_settings(api_database: str, mqtt_settings: Any) -> ApiSettings:
         api_rate_per_s=10_000,
         api_rate_burst=10_000,
         api_mqtt_timeout_s=5,
+        # Tests write state with SQL and read it back at once; the list's snapshot has its own
+        # test (test_machines.py).
+        api_list_cache_s=0,
     )
 
 

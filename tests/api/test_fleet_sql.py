@@ -1,27 +1,36 @@
-"""The fleet's utilisation is computed in SQL (api.machines.FLEET_STATES_SQL, window functions);
-one machine's utilisation in Python (analytics.states). On the same, deliberately awkward data
-(values in force before the window, events after it, UNAVAILABLE, nulls and unknown words,
-machines with and without status events, a machine without events, a window reaching past now)
-both must give the same seconds per state, unknown time and utilisation."""
+"""Utilisation (the fleet's, and one machine's without `by`) is computed in SQL (migration 0005's
+state_seconds, window functions), whole hours read from `state_hour` once ingest's job has stored
+them; the reference is the analytics package (analytics.states, as the route with by=program
+still uses). On the same, deliberately awkward data (values in force before the window, events
+after it, UNAVAILABLE, nulls and unknown words, machines with and without status events, a
+machine without events, a window reaching past now) both routes must give the analytics' seconds
+per state, unknown time and utilisation: computed from events, from stored hours, and after a
+late event lands in a stored hour (before and after the job has redone it)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 import httpx
 import psycopg
 import pytest
 
 from api.keys import Role
+from api.machines import fetch_signal, utilisation_report
+from api.window import window_bounds
+from ingest.jobs import refresh_state_hours
 from tests.api.conftest import add_machines, make_key
 
 pytestmark = pytest.mark.services
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 WORDS = ["READY", "ACTIVE", "ACTIVE", "INTERRUPTED", "FEED_HOLD", "STOPPED", "PROGRAM_COMPLETED",
-         "WAIT", "UNAVAILABLE", None, "BOGUS"]  # fmt: skip
+         "WAIT", "OPTIONAL_STOP", "PROGRAM_STOPPED", "UNAVAILABLE", None, "BOGUS"]  # fmt: skip
 STATUS = ["online", "online", "online", "offline", "unknown", None]
 MACHINES = 12
 
@@ -70,10 +79,45 @@ WINDOWS = [
 ]
 
 
-@pytest.mark.parametrize("window", WINDOWS, ids=["day", "odd", "before", "tail", "future"])
-def test_fleet_sql_equals_the_per_machine_analytics(
-    site: str, viewer: httpx.Client, window: tuple[datetime, datetime]
-) -> None:
+def _analytics(database: str, site: str, window: tuple[datetime, datetime]) -> dict[str, Any]:
+    """machine -> analytics.utilisation_report from the events, computed in the test."""
+    start, end, until = window_bounds(*window)
+
+    async def run() -> dict[str, Any]:
+        conn = await asyncpg.connect(database)
+        try:
+            out = {}
+            for r in await conn.fetch(
+                "SELECT id, machine FROM machine WHERE site = $1 ORDER BY machine", site
+            ):
+                ex = await fetch_signal(conn, r["id"], "execution", *window)
+                st = await fetch_signal(conn, r["id"], "status", *window)
+                out[r["machine"]] = utilisation_report(ex, st, start=start, end=end, until=until)
+            return out
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _run_job(database: str) -> None:
+    """Ingest's state_hour job, every hour of history at once."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database)
+        try:
+            async with conn.transaction():
+                await refresh_state_hours(conn, step=timedelta(days=3650))
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def _check(
+    site: str, viewer: httpx.Client, window: tuple[datetime, datetime], want: dict[str, Any]
+) -> dict[str, Any]:
+    """Both routes against the analytics; returns the fleet route's rows by machine."""
     params = {"from": window[0].isoformat(), "to": window[1].isoformat()}
     # A window reaching past now ends its data at the request's own now: requests a few ms
     # apart differ by that much (and only in a state in force at now).
@@ -86,20 +130,73 @@ def test_fleet_sql_equals_the_per_machine_analytics(
     for row in body["machines"]:
         one = viewer.get(f"/api/v1/machines/{site}:{row['machine']}/utilisation", params=params)
         assert one.status_code == 200, one.text
-        want = one.json()
-        assert set(row["states"]) == set(want["states"]), row["machine"]
-        for state, seconds in want["states"].items():
-            assert row["states"][state] == pytest.approx(seconds, abs=tol), (row, state)
-        assert row["unknown_s"] == pytest.approx(want["unknown_s"], abs=tol)
-        assert row["known_s"] == pytest.approx(want["known_s"], abs=tol)
-        if want["utilisation"] is None:
-            assert row["utilisation"] is None
-        else:
-            assert row["utilisation"] == pytest.approx(want["utilisation"], abs=tol * 1e-3)
-        assert row["known_s"] + row["unknown_s"] == pytest.approx(span, abs=1e-6)
+        ref = want[row["machine"]]
+        for got in (row, one.json()):
+            assert list(got["states"]) == list(ref["states"]), row["machine"]
+            for state, seconds in ref["states"].items():
+                assert got["states"][state] == pytest.approx(seconds, abs=tol), (row, state)
+            assert got["unknown_s"] == pytest.approx(ref["unknown_s"], abs=tol)
+            assert got["known_s"] == pytest.approx(ref["known_s"], abs=tol)
+            if ref["utilisation"] is None:
+                assert got["utilisation"] is None
+            else:
+                assert got["utilisation"] == pytest.approx(ref["utilisation"], abs=tol * 1e-3)
+            assert got["known_s"] + got["unknown_s"] == pytest.approx(span, abs=1e-6)
+        assert one.json()["convention"] == ref["convention"]
     totals = body["fleet"]
     assert totals["known_s"] == pytest.approx(sum(m["known_s"] for m in body["machines"]))
-    assert body["convention"] == want["convention"]
+    assert body["convention"] == ref["convention"]
+    return {m["machine"]: m for m in body["machines"]}
+
+
+def test_fleet_sql_equals_the_analytics_from_events_and_stored_hours(
+    site: str, api_database: str, viewer: httpx.Client
+) -> None:
+    past = [w for w in WINDOWS if w[1] < datetime.now(UTC)]
+    want = {w: _analytics(api_database, site, w) for w in WINDOWS}
+    # Every event above was written after its hour: all machines marked, all from events.
+    before = {w: _check(site, viewer, w, want[w]) for w in WINDOWS}
+    _run_job(api_database)
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        stored = conn.execute("SELECT count(*) FROM state_hour").fetchone()
+        dirty = conn.execute("SELECT count(*) FROM state_hour_dirty").fetchone()
+    assert stored and stored[0] > 0 and dirty == (0,)
+    for w in WINDOWS:
+        after = _check(site, viewer, w, want[w])
+        if w in past:  # whole microseconds: the stored hours add up to exactly the same answer
+            assert after == before[w]
+
+
+def test_a_late_event_in_a_stored_hour_counts_at_once_and_after_the_job(
+    site: str, api_database: str, viewer: httpx.Client
+) -> None:
+    _run_job(api_database)
+    day = WINDOWS[0]
+    old = _check(site, viewer, day, _analytics(api_database, site, day))
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        (mid,) = conn.execute(
+            "SELECT id FROM machine WHERE site = %s AND machine = 'm01'", [site]
+        ).fetchone() or (None,)
+        # m01 (no status events) reported FEED_HOLD for the whole day's morning, arriving now.
+        conn.execute(
+            "INSERT INTO event (machine_id, ts, signal, value) VALUES (%s, %s, 'execution', %s)",
+            [mid, day[0] + timedelta(hours=2, minutes=30, microseconds=7), "FEED_HOLD"],
+        )
+    try:
+        want = _analytics(api_database, site, day)
+        assert want["m01"]["states"] != old["m01"]["states"]  # the event matters
+        late = _check(site, viewer, day, want)  # marked: m01 from events until the job ran
+        _run_job(api_database)
+        assert _check(site, viewer, day, want) == late
+    finally:
+        with psycopg.connect(api_database, autocommit=True) as conn:
+            conn.execute(
+                "DELETE FROM event WHERE machine_id = %s AND ts = %s",
+                [mid, day[0] + timedelta(hours=2, minutes=30, microseconds=7)],
+            )
+        _run_job(api_database)  # deletes mark nothing: redo m01 for the following tests
+        with psycopg.connect(api_database, autocommit=True) as conn:
+            conn.execute("SELECT state_hour_refresh(lo, hi, ARRAY[%s]) FROM state_range", [mid])
 
 
 def test_the_data_is_not_trivial(site: str, viewer: httpx.Client) -> None:

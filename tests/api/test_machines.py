@@ -3,15 +3,19 @@ utilisation and cycles of a hand-built shift whose true figures are known to the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
 import psycopg
 import pytest
+from pydantic import TypeAdapter
 
+from api.config import ApiSettings
 from api.keys import Role
-from tests.api.conftest import add_machines, error_of, make_key
+from api.routes.machines import MachineStatus
+from tests.api.conftest import add_machines, error_of, make_key, serve
 
 pytestmark = pytest.mark.services
 
@@ -715,3 +719,56 @@ def test_oee_by_program_and_across_the_fleet(site: str, viewer: httpx.Client) ->
     known = sum(t["PBT_known"] for t in times)
     assert f["availability"] == pytest.approx(f["time"]["APT"] / known)
     assert f["produced"] == w["produced"]
+
+
+def test_fleet_list_snapshot_is_fresh_within_its_ttl_and_revalidates(
+    site: str, api_database: str, api_settings: ApiSettings, keys: dict[Role, str]
+) -> None:
+    """With the shipped snapshot (ARBOR_API_LIST_CACHE_S), a change shows within the TTL, an
+    unchanged list answers 304 to its ETag, and a scoped key still sees only its sites."""
+    ttl = 0.5
+    settings = api_settings.model_copy(update={"api_list_cache_s": ttl})
+    scoped_key = make_key(api_database, Role.VIEWER, "snapshot scoped", ["elsewhere"])
+    with (
+        serve(settings) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys[Role.VIEWER]}"}) as c,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {scoped_key}"}) as scoped,
+    ):
+        first = c.get("/api/v1/machines", params={"site": site})
+        assert first.status_code == 200 and first.headers["content-type"] == "application/json"
+        assert {r["machine"] for r in first.json()} == {"m01", "idle"}
+        tag = first.headers["etag"]
+        again = c.get("/api/v1/machines", params={"site": site}, headers={"If-None-Match": tag})
+        assert again.status_code == 304 and again.content == b""
+        assert scoped.get("/api/v1/machines").json() == []
+        with psycopg.connect(api_database, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE machine SET status = 'offline', online = false "
+                "WHERE site = %s AND machine = 'idle'",
+                [site],
+            )
+        try:
+            changed_at = time.monotonic()
+            while True:
+                r = c.get("/api/v1/machines", params={"site": site}, headers={"If-None-Match": tag})
+                if r.status_code == 200:
+                    break
+                assert r.status_code == 304
+                assert time.monotonic() - changed_at < ttl + 0.5, "the change never showed"
+                time.sleep(0.05)
+            rows = {m["machine"]: m for m in r.json()}
+            assert rows["idle"]["status"] == "offline" and r.headers["etag"] != tag
+        finally:
+            with psycopg.connect(api_database, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE machine SET status = 'unknown', online = false "
+                    "WHERE site = %s AND machine = 'idle'",
+                    [site],
+                )
+
+
+def test_fleet_list_bytes_are_the_declared_model(site: str, viewer: httpx.Client) -> None:
+    """The list is serialised without pydantic: it must still be exactly the model's JSON."""
+    r = viewer.get("/api/v1/machines", params={"site": site})
+    models = [MachineStatus.model_validate(m) for m in r.json()]
+    assert r.content == TypeAdapter(list[MachineStatus]).dump_json(models)
