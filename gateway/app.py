@@ -87,19 +87,22 @@ class Gateway:
 
     def _connection(self, address: str, group: list[MachineRuntime]) -> ShdrConnection:
         parser = ShdrParser([m.source.device for m in group], label=address)
-        queues = {m.source.device.name: m.pipeline.queue for m in group}
-        single = group[0].pipeline.queue if len(group) == 1 else None
+        pipelines = {m.source.device.name: m.pipeline for m in group}
+        single = group[0].pipeline if len(group) == 1 else None
 
         async def sink(records: list[Record]) -> None:
             if single is not None:
-                await single.put(records)
+                if not single.offer(records):
+                    await single.queue.put(records)
                 return
             by_device: dict[str, list[Record]] = {}
             for r in records:
                 if not isinstance(r, Command):
                     by_device.setdefault(r.device.name, []).append(r)
             for name, part in by_device.items():
-                await queues[name].put(part)
+                pipeline = pipelines[name]
+                if not pipeline.offer(part):
+                    await pipeline.queue.put(part)
 
         first = group[0].source
         return ShdrConnection(

@@ -4,6 +4,8 @@ Stages and the boundaries between them (each bounded, each with a named overflow
 
 1. source -> pipeline: :class:`~gateway.queues.BoundedQueue` of parsed lines (``queue_size``,
    small), policy ``block`` (the adapter's TCP stream is back-pressured; nothing is dropped);
+   an idle pipeline takes a line at once (:meth:`MachinePipeline.offer`), the queue holds what
+   arrives while it is busy;
 2. normalise + filter -> batch: the open batch holds at most ``max_batch`` samples and events,
    policy ``flush`` (a full batch is written out at once);
 3. batch -> publisher: the on-disk outbox (:mod:`gateway.buffer`), policy ``drop_oldest`` or
@@ -277,6 +279,8 @@ class MachinePipeline:
             f"{state.key} source->pipeline", config.queue_size, OverflowPolicy.BLOCK
         )
         self.stats = PipelineStats()
+        #: True while :meth:`run` waits on an empty queue (see :meth:`offer`).
+        self.idle = False
         self.assets = AssetStore()
         self._last: dict[str, _Last] = {}
         self._conditions: dict[tuple[str, str], ConditionEvent] = {}
@@ -292,10 +296,17 @@ class MachinePipeline:
         """Consume the queue forever, flushing batches when they are due."""
         interval = self.config.batch_interval_s
         while True:
-            timeout = None
+            # With no batch open, still wake every interval: :meth:`offer` may open one while
+            # this task waits, and it must reach the disk within the interval.
+            timeout = interval
             if self._batch:
                 timeout = max(0.0, self._batch.opened + interval - time.monotonic())
-            if await self.queue.wait_not_empty(timeout):
+            self.idle = True
+            try:
+                got = await self.queue.wait_not_empty(timeout)
+            finally:
+                self.idle = False
+            if got:
                 # Drain what is queued, but never keep a batch open past its interval: under
                 # load the queue refills as fast as it empties, and what is neither on disk nor
                 # in the kernel's socket buffer dies with the process (SIGKILL).
@@ -306,6 +317,18 @@ class MachinePipeline:
             if self._batch and time.monotonic() - self._batch.opened >= interval:
                 self.flush()
 
+    def offer(self, records: list[Record]) -> bool:
+        """Process one line's records at once if this pipeline is idle, waiting on an empty
+        queue (True); else False, and the caller queues them (in order, behind the others).
+
+        The adapter's reader calls this: handing each line through the queue woke this task
+        once per line and machine, and those wake-ups cost the gateway more than its parsing.
+        """
+        if not self.idle or len(self.queue):
+            return False
+        self.process(records)
+        return True
+
     def process(self, records: list[Record]) -> None:
         """Normalise, filter and batch the records of one line."""
         for record in records:
@@ -313,9 +336,11 @@ class MachinePipeline:
                 self._observation(record)
             elif isinstance(record, AssetChange):
                 self._asset(record)
+        batch = self._batch
         if (
-            len(self._batch.samples) >= self.config.max_batch
-            or len(self._batch.events) >= self.config.max_batch
+            len(batch.samples) >= self.config.max_batch
+            or len(batch.events) >= self.config.max_batch
+            or (batch and time.monotonic() - batch.opened >= self.config.batch_interval_s)
         ):
             self.flush()
 

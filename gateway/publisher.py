@@ -156,7 +156,7 @@ class MachinePublisher:
 
         def on_disconnect(c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
             c.loop_stop()  # stop paho's own reconnecting: we reconnect with a fresh client
-            loop.call_soon_threadsafe(conn.lost.set)
+            loop.call_soon_threadsafe(self._lost, conn)
 
         def on_publish(c: Any, u: Any, mid: int, rc: Any, props: Any) -> None:
             loop.call_soon_threadsafe(self._acked, conn, mid, rc)
@@ -229,37 +229,50 @@ class MachinePublisher:
         window = self.config.window
         key = self.state.key
         while not conn.lost.is_set():
+            # Cleared before reading the queue, not after: a row stored (or an ack) from here
+            # on wakes the wait below, and rows stored before are in the queries' answers.
+            self._wake.clear()
             room = window - len(conn.inflight)
-            sent = 0
+            more = False
             if room > 0:
                 session = self.state.session
+                live_limit = max(1, room // 2)
                 live = self.store.pending(
-                    key, after=conn.live_after, limit=max(1, room // 2), session=session, live=True
+                    key, after=conn.live_after, limit=live_limit, session=session, live=True
                 )
+                hist_limit = room - len(live)
                 hist = self.store.pending(
-                    key, after=conn.hist_after, limit=room - len(live), session=session, live=False
+                    key, after=conn.hist_after, limit=hist_limit, session=session, live=False
                 )
+                # A full answer may leave rows behind: look again at once. Otherwise the queue
+                # is empty and only a new row (or a freed window slot) brings work: querying
+                # again on every turn cost two SELECTs per message for nothing.
+                more = len(live) == live_limit or (hist_limit > 0 and len(hist) == hist_limit)
                 for row in live:
                     if not self._send(conn, row.id, row.topic, row.payload):
+                        more = False  # paho refused (disconnecting): wait, do not spin
                         break
                     conn.live_after = row.id
-                    sent += 1
                 for row in hist:
                     if not self._send(conn, row.id, row.topic, mark_historical(row.payload)):
+                        more = False
                         break
                     conn.hist_after = row.id
                     self.stats.historical += 1
-                    sent += 1
-            if sent == 0:
-                self._wake.clear()
-                lost = asyncio.ensure_future(conn.lost.wait())
-                woken = asyncio.ensure_future(self._wake.wait())
-                try:
-                    await asyncio.wait({lost, woken}, timeout=1.0, return_when="FIRST_COMPLETED")
-                finally:
-                    lost.cancel()
-                    woken.cancel()
+            if not more:
+                # One event (a lost connection sets it too) under one deadline: two
+                # ensure_future tasks and an asyncio.wait per idle turn cost more than the
+                # publish itself, and a publisher goes idle after every message.
+                if conn.lost.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
         raise ConnectionError("connection lost")
+
+    def _lost(self, conn: _Connection) -> None:
+        conn.lost.set()
+        self._wake.set()  # the drain loop waits on this one event
 
     def _send(self, conn: _Connection, row_id: int, topic: str, payload: bytes) -> bool:
         info = conn.client.publish(topic, payload, qos=1)
@@ -285,7 +298,8 @@ class MachinePublisher:
         else:
             self.stats.acked += 1
             self.store.ack(row_id)
-        self._wake.set()
+        if len(conn.inflight) + 1 >= self.config.window:
+            self._wake.set()  # a slot in a full window: rows may be waiting for it
 
     # -- downlink ------------------------------------------------------------------------------
 

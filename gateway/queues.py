@@ -72,8 +72,11 @@ class BoundedQueue(Generic[T]):
         """Wait until an item is there (True) or ``wait_s`` seconds pass (False)."""
         if self._items:
             return True
+        # asyncio.timeout, not wait_for: in 3.11 wait_for wraps the wait in a new task, and a
+        # pipeline waits here once per line it is fed.
         try:
-            await asyncio.wait_for(self._not_empty.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self._not_empty.wait()
         except TimeoutError:
             return bool(self._items)
         return True

@@ -38,9 +38,13 @@ __all__ = [
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import random
 import re
+import sys
+import termios
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -399,6 +403,24 @@ class ShdrParser:
 
 # -- the TCP connection --------------------------------------------------------------------------
 
+_MAX_LINE = 1024 * 1024
+_CHUNK = 256 * 1024
+_LAG_EVERY_S = 2.0
+_LAG_WARN_S = 2.0
+_LAG_LOG_EVERY_S = 30.0
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in the socket's receive buffer (0 if unknown)."""
+    if fd < 0:
+        return 0
+    try:
+        raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int.from_bytes(raw, sys.byteorder)
+
+
 Sink = Callable[[list[Record]], Awaitable[None]]
 
 
@@ -432,6 +454,8 @@ class ShdrConnection:
 
     ``sink`` is awaited for each line's records, so a slow pipeline applies TCP backpressure to
     the adapter instead of losing lines (the overflow policy of this boundary is *block*).
+    :attr:`lag_s` says how far behind the adapter's stream the reader is; falling more than
+    2 s behind is logged (a warning every 30 s while it lasts, and when it has caught up).
     """
 
     def __init__(
@@ -457,6 +481,16 @@ class ShdrConnection:
         self.heartbeat_ms: int | None = None
         self.connects = 0
         self.connected = asyncio.Event()
+        #: Bytes the adapter has sent that are not read yet, and their age in seconds at the
+        #: adapter's current rate: how far behind the gateway is (updated every few seconds).
+        self.backlog_bytes = 0
+        self.lag_s = 0.0
+        self.behind = False
+        self._fd = -1
+        self._reader: asyncio.StreamReader | None = None
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
+        self._lag_logged = 0.0
 
     @property
     def label(self) -> str:
@@ -476,7 +510,7 @@ class ShdrConnection:
 
     async def _session(self, delays: _BackoffIter) -> None:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=1024 * 1024),
+            asyncio.open_connection(self.host, self.port, limit=_MAX_LINE),
             self.connect_timeout_s,
         )
         self.connects += 1
@@ -486,7 +520,16 @@ class ShdrConnection:
         log.info("shdr %s: connected", self.label)
         if self.on_connect is not None:
             self.on_connect()
+        sock = writer.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+        self._reader = reader
         pinger: asyncio.Task[None] | None = None
+        # Read whatever the kernel holds (one deadline per read, not per line): a multi-device
+        # adapter sends one line per machine per tick, and a per-line ``wait_for`` (a task and
+        # a timer each) cost more than parsing the line. A gateway that has fallen behind reads
+        # bigger chunks, so its cost per line drops exactly when it must catch up.
+        partial = b""
+        skipping = False  # inside a line over _MAX_LINE: drop it up to its newline
         try:
             await self._send(writer, b"* PING\n")
             while True:
@@ -494,28 +537,33 @@ class ShdrConnection:
                     2 * self.heartbeat_ms / 1000 if self.heartbeat_ms else self.legacy_timeout_s
                 )
                 try:
-                    raw = await asyncio.wait_for(reader.readline(), timeout)
+                    async with asyncio.timeout(timeout):
+                        chunk = await reader.read(_CHUNK)
                 except TimeoutError:
                     raise ShdrError(f"no data for {timeout:.1f} s (heartbeat missed)") from None
-                except ValueError:  # a line over the 1 MiB limit; asyncio drops it
-                    self.parser._malformed("<too long>", "line over 1 MiB")
-                    continue
-                if not raw:
+                if not chunk:
+                    if partial and not skipping:  # the last line had no line ending
+                        await self._lines([partial], writer)
                     return
-                arrival = datetime.now(UTC)
-                records = self.parser.feed(raw.decode("utf-8", errors="replace"), arrival)
-                if not records:
+                self._track(len(chunk))
+                end = chunk.rfind(b"\n")
+                if end < 0:
+                    partial += chunk
+                    if len(partial) > _MAX_LINE:
+                        if not skipping:
+                            self.parser._malformed("<too long>", "line over 1 MiB")
+                        partial, skipping = b"", True
                     continue
-                for r in records:
-                    if isinstance(r, Command) and r.name == "pong":
-                        first = self.heartbeat_ms is None
-                        self.heartbeat_ms = _heartbeat(r.value)
-                        if first and self.heartbeat_ms and pinger is None:
-                            pinger = asyncio.create_task(
-                                self._ping(writer, self.heartbeat_ms), name=f"ping {self.label}"
-                            )
-                await self.sink(records)
+                lines = (partial + chunk[:end]).split(b"\n")
+                partial = chunk[end + 1 :]
+                if skipping:
+                    lines[0], skipping = b"", False  # the tail of the overlong line
+                if pinger is None:
+                    pinger = await self._lines(lines, writer)
+                else:
+                    await self._lines(lines, writer)
         finally:
+            self._fd, self._reader = -1, None
             if pinger is not None:
                 pinger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -523,6 +571,63 @@ class ShdrConnection:
             writer.close()
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+    async def _lines(
+        self, lines: list[bytes], writer: asyncio.StreamWriter
+    ) -> asyncio.Task[None] | None:
+        """Parse and hand on complete lines; the ping task once a PONG set the heartbeat."""
+        arrival = datetime.now(UTC)
+        pinger: asyncio.Task[None] | None = None
+        feed, sink = self.parser.feed, self.sink
+        for raw in lines:
+            records = feed(raw.decode("utf-8", errors="replace"), arrival)
+            if not records:
+                continue
+            for r in records:
+                if isinstance(r, Command) and r.name == "pong":
+                    first = self.heartbeat_ms is None
+                    self.heartbeat_ms = _heartbeat(r.value)
+                    if first and self.heartbeat_ms:
+                        pinger = asyncio.create_task(
+                            self._ping(writer, self.heartbeat_ms), name=f"ping {self.label}"
+                        )
+            await sink(records)
+        return pinger
+
+    # -- how far behind the adapter ------------------------------------------------------------
+
+    def _track(self, nbytes: int) -> None:
+        """Account a read; every few seconds, estimate the backlog and log when behind.
+
+        SHDR is live-only: what the adapter has sent but the gateway has not read yet waits in
+        the kernel's socket buffers (the adapter then blocks or drops), and dies with the
+        gateway. Its age is the gateway's lag: unread bytes / the rate the adapter sends at.
+        """
+        now = time.monotonic()
+        self._window_bytes += nbytes
+        if now - self._window_start < _LAG_EVERY_S:
+            return
+        rate = self._window_bytes / (now - self._window_start)
+        self._window_start, self._window_bytes = now, 0
+        # The kernel's receive buffer, and what the stream reader took from it ahead of us.
+        held = len(getattr(self._reader, "_buffer", b""))
+        self.backlog_bytes = _unread(self._fd) + held
+        self.lag_s = self.backlog_bytes / rate if rate > 0 else 0.0
+        if self.lag_s >= _LAG_WARN_S:
+            if not self.behind or now - self._lag_logged >= _LAG_LOG_EVERY_S:
+                self._lag_logged = now
+                log.warning(
+                    "shdr %s: falling behind the adapter: %d KiB unread = %.1f s of its stream "
+                    "(%.0f KiB/s); lines not read yet are lost if the gateway dies",
+                    self.label,
+                    self.backlog_bytes // 1024,
+                    self.lag_s,
+                    rate / 1024,
+                )
+            self.behind = True
+        elif self.behind and self.lag_s < _LAG_WARN_S / 4:
+            self.behind = False
+            log.warning("shdr %s: caught up with the adapter (lag %.2f s)", self.label, self.lag_s)
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
