@@ -150,6 +150,14 @@ class Gateway:
     async def _report(self) -> None:
         while True:
             await asyncio.sleep(60)
+            for c in self.connections:
+                log.info(
+                    "shdr %s: %s, lag %.2f s (%d KiB unread)",
+                    c.label,
+                    c.parser.stats,
+                    c.lag_s,
+                    c.backlog_bytes // 1024,
+                )
             for m in self.machines:
                 log.info(
                     "machine %s: session %s, %s, %s, waiting on disk %d",

@@ -488,8 +488,7 @@ class ShdrConnection:
         self.behind = False
         self._fd = -1
         self._reader: asyncio.StreamReader | None = None
-        self._window_start = time.monotonic()
-        self._window_bytes = 0
+        self._read_bytes = 0
         self._lag_logged = 0.0
 
     @property
@@ -523,6 +522,8 @@ class ShdrConnection:
         sock = writer.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
         self._reader = reader
+        self._read_bytes = 0
+        watcher = asyncio.create_task(self._watch(), name=f"lag {self.label}")
         pinger: asyncio.Task[None] | None = None
         # Read whatever the kernel holds (one deadline per read, not per line): a multi-device
         # adapter sends one line per machine per tick, and a per-line ``wait_for`` (a task and
@@ -545,7 +546,7 @@ class ShdrConnection:
                     if partial and not skipping:  # the last line had no line ending
                         await self._lines([partial], writer)
                     return
-                self._track(len(chunk))
+                self._read_bytes += len(chunk)
                 end = chunk.rfind(b"\n")
                 if end < 0:
                     partial += chunk
@@ -564,10 +565,11 @@ class ShdrConnection:
                     await self._lines(lines, writer)
         finally:
             self._fd, self._reader = -1, None
-            if pinger is not None:
-                pinger.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pinger
+            for task in (pinger, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             writer.close()
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 2.0)
@@ -596,38 +598,41 @@ class ShdrConnection:
 
     # -- how far behind the adapter ------------------------------------------------------------
 
-    def _track(self, nbytes: int) -> None:
-        """Account a read; every few seconds, estimate the backlog and log when behind.
+    async def _watch(self) -> None:
+        """Every few seconds, estimate how far behind the adapter's stream the reader is.
 
         SHDR is live-only: what the adapter has sent but the gateway has not read yet waits in
-        the kernel's socket buffers (the adapter then blocks or drops), and dies with the
-        gateway. Its age is the gateway's lag: unread bytes / the rate the adapter sends at.
+        the kernel's socket buffers and the stream reader's, and dies with the gateway (the
+        adapter then blocks or drops). Its age is the gateway's lag: those bytes / the rate the
+        adapter has sent at this session (read + unread; a stuck reader reads nothing, so not
+        the rate read lately). A task of its own, so a reader stuck behind a full pipeline is
+        reported too.
         """
-        now = time.monotonic()
-        self._window_bytes += nbytes
-        if now - self._window_start < _LAG_EVERY_S:
-            return
-        rate = self._window_bytes / (now - self._window_start)
-        self._window_start, self._window_bytes = now, 0
-        # The kernel's receive buffer, and what the stream reader took from it ahead of us.
-        held = len(getattr(self._reader, "_buffer", b""))
-        self.backlog_bytes = _unread(self._fd) + held
-        self.lag_s = self.backlog_bytes / rate if rate > 0 else 0.0
-        if self.lag_s >= _LAG_WARN_S:
-            if not self.behind or now - self._lag_logged >= _LAG_LOG_EVERY_S:
-                self._lag_logged = now
+        start = time.monotonic()
+        while True:
+            await asyncio.sleep(_LAG_EVERY_S)
+            now = time.monotonic()
+            held = len(getattr(self._reader, "_buffer", b""))  # read from the kernel, not parsed
+            self.backlog_bytes = _unread(self._fd) + held
+            rate = (self._read_bytes + self.backlog_bytes) / (now - start)  # what it sent
+            self.lag_s = self.backlog_bytes / rate if rate > 0 else 0.0
+            if self.lag_s >= _LAG_WARN_S:
+                if not self.behind or now - self._lag_logged >= _LAG_LOG_EVERY_S:
+                    self._lag_logged = now
+                    log.warning(
+                        "shdr %s: falling behind the adapter: %d KiB unread = %.1f s of its "
+                        "stream (%.1f KiB/s); lines not read yet are lost if the gateway dies",
+                        self.label,
+                        self.backlog_bytes // 1024,
+                        self.lag_s,
+                        rate / 1024,
+                    )
+                self.behind = True
+            elif self.behind and self.lag_s < _LAG_WARN_S / 4:
+                self.behind = False
                 log.warning(
-                    "shdr %s: falling behind the adapter: %d KiB unread = %.1f s of its stream "
-                    "(%.0f KiB/s); lines not read yet are lost if the gateway dies",
-                    self.label,
-                    self.backlog_bytes // 1024,
-                    self.lag_s,
-                    rate / 1024,
+                    "shdr %s: caught up with the adapter (lag %.2f s)", self.label, self.lag_s
                 )
-            self.behind = True
-        elif self.behind and self.lag_s < _LAG_WARN_S / 4:
-            self.behind = False
-            log.warning("shdr %s: caught up with the adapter (lag %.2f s)", self.label, self.lag_s)
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)

@@ -4,6 +4,7 @@ queue, without a network."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -263,3 +264,78 @@ def test_what_is_read_ahead_of_the_disk_is_bounded(tmp_path: Path) -> None:
     assert queued == PipelineConfig().queue_size <= 100
     assert read_stalled <= queued + 2  # + the line waiting to be put, + the adapter's banner
     assert samples == 5000 and stored >= 1
+
+
+def test_a_gateway_behind_its_adapter_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator must see when the gateway reads the adapter late: what it has not read yet
+    dies with it. An adapter streams 300 lines/s while the pipeline is stalled (the reader stops
+    at ``queue_size`` lines and the stream piles up in the socket): the gateway logs how many
+    seconds of the adapter's stream wait unread; once the pipeline runs, it logs that it has
+    caught up, and every line is processed."""
+    import asyncio
+
+    from gateway.app import Gateway
+    from gateway.config import GatewayConfig, GatewaySettings, resolve
+
+    total = 3000
+
+    async def main() -> tuple[float, float, int]:
+        async def adapter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                for i in range(total // 30):  # 30 lines every 0.1 s
+                    writer.write(
+                        "".join(
+                            f"2024-05-01T00:{n // 6000:02d}:{n // 100 % 60:02d}.{n % 100:02d}0Z"
+                            f"|Xact|{n}|Srpm|{1000 + n}|Sload|{n % 7}.{n % 13:02d}5\n"
+                            for n in range(i * 30, i * 30 + 30)
+                        ).encode()
+                    )
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+                await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(adapter, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = GatewayConfig.model_validate(
+            {
+                "mqtt": {"url": "mqtt://u:p@127.0.0.1:9"},  # never used: nothing is published
+                "buffer": {"path": str(tmp_path / "b.sqlite")},
+                "source": [{"address": f"127.0.0.1:{port}", "devices": str(DATA / "Devices.xml"),
+                            "site": "t", "machine": "m"}],
+            }
+        )  # fmt: skip
+        settings = GatewaySettings()
+        gw = Gateway(config, resolve(config, settings), settings)
+        m, c = gw.machines[0], gw.connections[0]
+        conn = asyncio.create_task(c.run())
+        pipe = None
+        try:
+            async with asyncio.timeout(60):
+                while not c.behind:  # noqa: ASYNC110 (polling a flag the reader sets)
+                    await asyncio.sleep(0.2)
+            worst = c.lag_s
+            pipe = asyncio.create_task(m.pipeline.run())
+            async with asyncio.timeout(60):
+                while c.behind or c.parser.stats.lines < total:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+            return worst, c.lag_s, m.pipeline.stats.observations
+        finally:
+            for t in (conn, pipe):
+                if t is not None:
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
+            gw.store.close()
+            server.close()
+
+    with caplog.at_level(logging.WARNING, logger="gateway.sources.shdr"):
+        worst, after, observations = asyncio.run(main())
+    assert worst >= 2.0
+    assert after < 0.5
+    assert observations == 3 * total
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("falling behind the adapter" in t and "s of its stream" in t for t in messages)
+    assert any("caught up with the adapter" in t for t in messages)
