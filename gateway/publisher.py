@@ -190,7 +190,11 @@ class MachinePublisher:
         if getattr(reason, "is_failure", False):
             raise ConnectionError(f"broker refused the connection: {reason}")
         self.stats.connects += 1
-        self.state.start_session(session)
+        # The first connection adopts the pipeline's session: its messages already stored keep
+        # their seqs and the numbering goes on (restarting it at 0 gave two messages one key
+        # when a batch reached the disk before CONNACK, as on a loaded gateway's start).
+        if session != self.state.session:
+            self.state.start_session(session)
         birth = Status(
             online=True, ts=datetime.now(UTC), session=session, controller=self.controller
         )

@@ -10,6 +10,7 @@ file, and from there into docs/reliability.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import urllib.request
@@ -104,11 +105,49 @@ def _merge(scrapes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+class _BrokerSys:
+    """Mosquitto's own figures from ``$SYS`` (published every 10 s): ``heap/current``, the bytes
+    it has allocated now, and ``store/messages/count``, the messages it holds (queued for slow
+    subscribers, in flight, retained). RSS alone cannot tell a leak from a backlog: a backlog
+    raises the heap and RSS together, and glibc keeps the freed pages, so RSS stays up after the
+    backlog is gone while the heap comes back down; a leak keeps the heap growing."""
+
+    def __init__(self, servers: Servers) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.values: dict[str, float] = {}
+        user, password = servers.broker.service_credentials
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(user, password)
+        self.client.on_message = self._message
+        self.client.connect(servers.broker.host, servers.broker.port)
+        self.client.subscribe([("$SYS/broker/heap/current", 0),
+                               ("$SYS/broker/store/messages/count", 0)])  # fmt: skip
+        self.client.loop_start()
+
+    def _message(self, client: object, userdata: object, msg: Any) -> None:
+        with contextlib.suppress(ValueError):
+            self.values[msg.topic.rsplit("/", 2)[-2]] = float(msg.payload)
+
+    def reading(self) -> dict[str, float | None]:
+        heap = self.values.get("heap")
+        return {
+            "heap_mb": None if heap is None else round(heap / 2**20, 1),
+            "stored_messages": self.values.get("messages"),
+        }
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 @pytest.mark.timeout(DURATION + 900)
 def test_soak_memory_and_latency_do_not_grow(servers: Servers, tmp_path: Path) -> None:
     servers.ensure_up()
     f = Factory(servers, tmp_path, i5=I5, shdr=SHDR, duration_s=DURATION, rate_hz=RATE_HZ)
     readings: list[dict[str, Any]] = []
+    broker_sys = _BrokerSys(servers)
     with running(f):
         prev = _merge([_scrape(p) for p in f.metrics_ports])
         prev_t = time.monotonic()
@@ -128,6 +167,7 @@ def test_soak_memory_and_latency_do_not_grow(servers: Servers, tmp_path: Path) -
                     "latency_p99_s": _quantile(prev["buckets"], now["buckets"], 0.99),
                     "lag_s": round(now["lag"], 2),
                     "load": round(os.getloadavg()[0], 2),
+                    "mosquitto": broker_sys.reading(),
                 }
             )
             prev, prev_t = now, time.monotonic()
@@ -145,6 +185,7 @@ def test_soak_memory_and_latency_do_not_grow(servers: Servers, tmp_path: Path) -
             drain_s = None
         verdict = box["v"]
         dead = dict(verdict.dead_letters)
+    broker_sys.close()
     steady = [r for r in readings if r["t_s"] >= WARMUP] or readings[-1:]
     growth = {
         name: round(steady[-1]["rss_mb"].get(name, 0.0) - steady[0]["rss_mb"].get(name, 0.0), 1)

@@ -75,7 +75,7 @@ def _drills_table(rows: dict[str, dict[str, Any]]) -> list[str]:
             f"**FAIL** ({r['n_problems']} problems; e.g. {r['problems'][0]})")  # fmt: skip
         lost_i5 = i5["sent_samples"] - i5["stored_samples"]
         if "shdr_lost_window_s" in r:
-            verdict += f" (SHDR not read for {r['shdr_lost_window_s']} s)"
+            verdict += f" (SHDR served and lost: {r['shdr_lost_window_s']} s at most)"
         out.append(
             f"| {name} | {r['injected']} | {r['expect']} | {i5['sent_samples']} / "
             f"{i5['stored_samples']}{f' (**{lost_i5} lost**)' if lost_i5 > 0 else ''} | "
@@ -127,14 +127,15 @@ def _soak_table(r: dict[str, Any]) -> list[str]:
         + ".\n",
         "| t (s) | messages/s | p50 / p99 latency s (bucket) | lag s | load | "
         + " | ".join(f"{n} RSS MB" for n in names)
-        + " |",
-        "|---" * (5 + len(names)) + "|",
+        + " | mosquitto heap MB | messages held by mosquitto |",
+        "|---" * (7 + len(names)) + "|",
     ]
     out.extend(
         f"| {x['t_s']} | {x['messages_per_s']} | {_fmt(x['latency_p50_s'])} / "
         f"{_fmt(x['latency_p99_s'])} | {x['lag_s']} | {x['load']} | "
         + " | ".join(_fmt(x["rss_mb"].get(n)) for n in names)
-        + " |"
+        + f" | {_fmt(x.get('mosquitto', {}).get('heap_mb'))} | "
+        f"{_fmt(x.get('mosquitto', {}).get('stored_messages'))} |"
         for x in r["readings"]
     )
     return out
