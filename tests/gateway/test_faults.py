@@ -176,6 +176,44 @@ def test_broker_down_30_s(broker: PrivateBroker, tmp_path: Path) -> None:
     assert dups <= 100
 
 
+def test_broker_down_when_the_gateway_starts(broker: PrivateBroker, tmp_path: Path) -> None:
+    """Batches stored before the first connection are numbered in the session that connection
+    then announces: the numbering must go on, not restart at 0 (two messages with one key: the
+    ingest ledger takes the second for a copy, or keeps both as a duplicate key)."""
+    site = "coldstart"
+    sub = _subscriber(broker, site).start()
+
+    async def scenario() -> Streamer:
+        async with ShdrServer() as adapter:
+            config = _config(adapter.port, broker, site, tmp_path / "buffer.sqlite")
+            settings = GatewaySettings()
+            await asyncio.to_thread(broker.stop)
+            gw = Gateway(config, resolve(config, settings), settings)
+            task = asyncio.create_task(gw.run())
+            await adapter.wait_connected()
+            stream = Streamer(adapter)
+            await stream.run_for(2)
+            assert len(gw.store) > 0, "batches wait on disk for the first connection"
+            await asyncio.to_thread(broker.start)
+            await stream.run_for(3)
+            deadline = time.monotonic() + 20
+            while len(gw.store) and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a count)
+                await asyncio.sleep(0.1)
+            assert len(gw.store) == 0, "backlog drained"
+            gw.stop()
+            await asyncio.wait_for(task, 10)
+            return stream
+
+    try:
+        stream = asyncio.run(scenario())
+        sub.wait_for(lambda m: len(_analyse(m)[2]) >= len(stream.sent), 15)
+    finally:
+        sub.stop()
+    order, _seen, values, _dups = _analyse(sub.snapshot())
+    _check_sessions(order)
+    assert sorted(values) == [float(n) for n in stream.sent], "every value exactly once"
+
+
 def test_gateway_sigkill_and_restart(broker: PrivateBroker, tmp_path: Path) -> None:
     site = "sigkill"
     sub = _subscriber(broker, site).start()
