@@ -42,7 +42,7 @@ from api.routes import (
 from api.state import ApiState
 from api.stream import StreamHub
 
-__all__ = ["API_PREFIX", "ROUTERS", "WEBSOCKET_ROUTERS", "create_app"]
+__all__ = ["API_PREFIX", "ROUTERS", "WEBSOCKET_ROUTERS", "app_from_environment", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -163,3 +163,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `arbor api --workers N` process: settings from ARBOR_* (as the CLI set)."""
+    return create_app(ApiSettings())  # type: ignore[call-arg]

@@ -1,5 +1,8 @@
-"""`arbor api [--host H] [--port P] [--tls-cert F --tls-key F]`: serve the API with uvicorn
-(default http://127.0.0.1:8080; HTTPS with a certificate and key, docs/security.md)."""
+"""`arbor api [--host H] [--port P] [--tls-cert F --tls-key F] [--workers N]`: serve the API with
+uvicorn (default http://127.0.0.1:8080; HTTPS with a certificate and key, docs/security.md).
+
+With `--workers N` uvicorn runs N processes on the one socket, each with its own app (database
+pool, broker links, rate limits, list snapshot; docs/api.md says what that means)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (ARBOR_API_TLS_CERT)")
     p.add_argument("--tls-key", help="the certificate's PEM private key (ARBOR_API_TLS_KEY)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("ARBOR_API_WORKERS", "1")),
+        help="server processes (default ARBOR_API_WORKERS or 1)",
+    )
     return p
 
 
@@ -53,6 +62,22 @@ def run(argv: list[str]) -> int:
         if path and not os.access(path, os.R_OK):
             print(f"arbor api: cannot read {path}", file=sys.stderr)
             return 2
+    if args.workers > 1:
+        # Each worker process builds its app from the environment: hand it the options too.
+        for name, value in overrides.items():
+            os.environ[f"ARBOR_{name.upper()}"] = str(value)
+        uvicorn.run(
+            "api.app:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=args.log_level,
+            proxy_headers=False,
+            ssl_certfile=settings.api_tls_cert or None,
+            ssl_keyfile=settings.api_tls_key or None,
+        )
+        return 0
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,

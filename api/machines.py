@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import orjson
 
 from analytics.cycles import STATUS_WORDS, Cycles, cycle_stats, find_cycles
 from analytics.intervals import IntervalSet
@@ -31,7 +32,6 @@ from analytics.states import (
 __all__ = [
     "ALARMS_SQL",
     "BORN",
-    "FLEET_STATES_SQL",
     "STATUS_SQL",
     "UTILISATION_CONVENTION",
     "SignalEvents",
@@ -381,19 +381,42 @@ UTILISATION_CONVENTION = (
 #: Execution words that are known states, coded 1.. in SQL (0: UNAVAILABLE, null, not a word).
 KNOWN_EXECUTION = tuple(w for w in EXECUTION if w != "UNAVAILABLE")
 
-#: Seconds per Execution state per machine in [$2, $3) with the data horizon $4 (`until`), in SQL
-#: (migration 0005's state_seconds): the same rules as `utilisation_report` (the value in force
-#: at the window start counts from it; unknown before the first event, after the horizon, while
-#: UNAVAILABLE or not a catalogue word, and, for a machine with status events, while its status
-#: is not online). Rows: (machine, known execution word or null, online or null, microseconds);
-#: `fleet_state_seconds` applies the masking on these few rows.
-FLEET_STATES_SQL = """SELECT machine_id AS id, execution, online, us
-  FROM state_seconds($1::int[], $2, $3, $4, false)"""
-
-#: The same rows for whole hours [$2, $3) from `state_hour` (kept by ingest's job).
-_STORED_SQL = """SELECT machine_id AS id, execution, online, sum(us)::bigint AS us
-  FROM state_hour WHERE machine_id = ANY($1::int[]) AND hour >= $2 AND hour < $3
- GROUP BY 1, 2, 3"""
+#: Microseconds per known Execution state per machine in [$2, $5) with the horizon $6, as one
+#: JSON object per machine in vocabulary order ($7): the partial hour [$2, $3) and [$4, $5)
+#: from events, the whole hours [$3, $4) from `state_hour` (kept by ingest's job) except for
+#: machines with a late event not yet redone (`state_hour_dirty`, computed from events). The
+#: masking is applied on the summed rows: a machine with status events is unknown while not
+#: online (false) and before its first status event (null); one without any is not masked (as
+#: `_status` in Python). Whole microseconds add up exactly, wherever the window is split.
+_STATES_SQL = """
+WITH p AS (
+    SELECT machine_id AS id, execution, online, us FROM state_seconds($1::int[], $2, $3, $3, false)
+     WHERE $2 < $3
+    UNION ALL
+    SELECT h.machine_id, h.execution, h.online, h.us FROM state_hour h
+     WHERE h.machine_id = ANY($1::int[]) AND h.hour >= $3 AND h.hour < $4
+       AND NOT EXISTS (SELECT 1 FROM state_hour_dirty d
+                        WHERE d.machine_id = h.machine_id AND d.hour < $4)
+    UNION ALL
+    SELECT machine_id, execution, online, us
+      FROM state_seconds(ARRAY(SELECT DISTINCT d.machine_id FROM state_hour_dirty d
+                                WHERE d.machine_id = ANY($1::int[]) AND d.hour < $4),
+                         $3, $4, $4, false)
+     WHERE $3 < $4
+    UNION ALL
+    SELECT machine_id, execution, online, us FROM state_seconds($1::int[], $4, $5, $6, false)
+     WHERE $4 < $5
+), s AS (
+    SELECT id, execution, online, sum(us) AS us,
+           bool_or(bool_or(online IS NOT NULL)) OVER (PARTITION BY id) AS masked
+      FROM p GROUP BY 1, 2, 3
+), k AS (
+    SELECT id, execution, sum(us)::bigint AS us FROM s
+     WHERE execution IS NOT NULL AND (online OR NOT masked)
+     GROUP BY 1, 2
+)
+SELECT id, json_object_agg(execution, us ORDER BY array_position($7::text[], execution)) AS us
+  FROM k GROUP BY id"""
 
 _HOUR = timedelta(hours=1)
 
@@ -404,68 +427,39 @@ def _floor_hour(t: datetime) -> datetime:
 
 async def fleet_state_seconds(
     conn: asyncpg.Connection, ids: list[int], start: datetime, end: datetime, until: datetime
-) -> dict[int, dict[str | None, float]]:
-    """Seconds per Execution state (None: unknown) per machine.
-
-    Whole hours inside the window that ingest's job has stored (`state_range`) are read from
-    `state_hour`, except for machines with a late event not yet accounted for
-    (`state_hour_dirty`); the rest (the partial hours at the edges, the hours not stored) is
-    computed from `event`. Durations add up in whole microseconds, so the answer is exactly the
-    one computed from `event` over the whole window."""
+) -> dict[int, dict[str, float]]:
+    """Seconds per known Execution state per machine (in vocabulary order; machines without any
+    are absent), in one query: whole hours inside the window that ingest's job has stored
+    (`state_range`) from `state_hour`, the rest from `event` (_STATES_SQL)."""
     span = await conn.fetchrow("SELECT lo, hi FROM state_range")
     a = _floor_hour(start)
     a = a if a == start else a + _HOUR
     b = _floor_hour(until)
     if span is not None:
         a, b = max(a, span["lo"]), min(b, span["hi"])
-    pieces: list[Any] = []
     if span is None or a >= b:
-        pieces += await conn.fetch(FLEET_STATES_SQL, ids, start, end, until)
-    else:
-        dirty = set(
-            await conn.fetchval(
-                """SELECT coalesce(array_agg(DISTINCT machine_id), '{}') FROM state_hour_dirty
-                    WHERE machine_id = ANY($1::int[]) AND hour < $2""",
-                ids,
-                b,
-            )
-        )
-        if start < a:
-            pieces += await conn.fetch(FLEET_STATES_SQL, ids, start, a, a)
-        clean = [i for i in ids if i not in dirty] if dirty else ids
-        pieces += await conn.fetch(_STORED_SQL, clean, a, b)
-        if dirty:
-            pieces += await conn.fetch(FLEET_STATES_SQL, sorted(dirty), a, b, b)
-        if b < end:
-            pieces += await conn.fetch(FLEET_STATES_SQL, ids, b, end, until)
-    us: dict[tuple[int, str | None, bool | None], int] = {}
-    for r in pieces:
-        key = (r["id"], r["execution"], r["online"])
-        us[key] = us.get(key, 0) + r["us"]
-    # A machine with status events is unknown while not online (False) and before its first
-    # status event (None); one without any is not masked (as `_status` in Python).
-    masked = {i for i, _, online in us if online is not None}
-    out: dict[int, dict[str | None, float]] = {}
-    for (i, word, online), n in us.items():
-        state = word if word is not None and (online or i not in masked) else None
-        seconds = out.setdefault(i, {})
-        seconds[state] = seconds.get(state, 0) + n
-    # In vocabulary order, so that float sums over states do not depend on the pieces' order.
-    order = {w: k for k, w in enumerate((*KNOWN_EXECUTION, None))}
-    return {i: {w: s[w] / 1e6 for w in sorted(s, key=order.__getitem__)} for i, s in out.items()}
+        a = b = start  # nothing stored inside the window: all of it from events
+    rows = await conn.fetch(_STATES_SQL, ids, start, a, b, end, until, list(KNOWN_EXECUTION))
+    out: dict[int, dict[str, float]] = {}
+    for r in rows:
+        us = r["us"]
+        if isinstance(us, str):  # a connection without the API's json codec (api.app)
+            us = orjson.loads(us)
+        out[r["id"]] = {w: n / 1e6 for w, n in us.items()}
+    return out
 
 
 def fleet_states_report(
-    ids: list[int], seconds: dict[int, dict[str | None, float]], *, start: float, end: float
+    ids: list[int], seconds: dict[int, dict[str, float]], *, start: float, end: float
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """`fleet_utilisation_report`'s answer from `fleet_state_seconds` (one row per id)."""
     rows: list[dict[str, Any]] = []
     for i in ids:
-        states = {w: s for w, s in seconds.get(i, {}).items() if w is not None and s > 0}
+        states = {w: s for w, s in seconds.get(i, {}).items() if s > 0}  # in vocabulary order
         known = sum(states.values())
         rows.append(
             {
-                "states": dict(sorted(states.items(), key=lambda kv: EXECUTION.index(kv[0]))),
+                "states": states,
                 "unknown_s": (end - start) - known,
                 "known_s": known,
                 "utilisation": states.get("ACTIVE", 0.0) / known if known > 0 else None,

@@ -375,7 +375,17 @@ def bench(url: str, end: datetime, args: argparse.Namespace) -> dict[str, dict[s
         ARBOR_API_POOL_MAX=str(args.pool_max),
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "api",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--workers",
+            str(args.workers),
+        ],
         env=env,
         cwd=ROOT,
     )
@@ -396,7 +406,8 @@ def bench(url: str, end: datetime, args: argparse.Namespace) -> dict[str, dict[s
         kinds = args.only or list(GOALS_MS)
         print(
             f"\n{args.clients} concurrent clients, {args.requests} requests per kind "
-            f"(after {args.warmup} warm-up requests), pool of {args.pool_max}"
+            f"(after {args.warmup} warm-up requests), pool of {args.pool_max}, "
+            f"{args.workers} API worker(s)"
         )
         print(f"{'kind':<8} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9} {'goal':>7} {'p95/goal':>9}")
         for kind in kinds:
@@ -431,6 +442,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=400, help="per kind")
     p.add_argument("--warmup", type=int, default=40, help="per kind, not measured")
     p.add_argument("--pool-max", type=int, default=10, help="the API's pool (shipped default 10)")
+    p.add_argument("--workers", type=int, default=1, help="API processes (arbor api --workers)")
     p.add_argument("--only", nargs="*", choices=list(GOALS_MS), help="kinds to run")
     p.add_argument("--database", help="bench an existing database (kept) instead of a new one")
     p.add_argument("--keep", action="store_true", help="keep the generated database")

@@ -140,6 +140,8 @@ async def refresh_state_hours(
     """Keep `state_hour` (migration 0005): recompute machines marked dirty by late events, then
     extend the stored hours by up to `step` forward (to the last hour ended `settle` ago) and
     backward (to the oldest execution or status event). Call inside a transaction."""
+    if await conn.fetchval("SELECT to_regclass('state_range') IS NULL"):
+        return  # a database not migrated to 0005 yet (ingest --no-migrate)
     # Marks first: the events behind every mark taken here are visible to the statements below.
     dirty = await conn.fetch("DELETE FROM state_hour_dirty RETURNING machine_id, hour")
     target = await conn.fetchval(

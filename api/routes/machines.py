@@ -131,6 +131,17 @@ class Utilisation(BaseModel):
     )
 
 
+def _serialised(model: type[BaseModel], content: dict[str, Any]) -> Response:
+    """`content` validated and serialised as `model` by pydantic-core in one pass: FastAPI's own
+    response path (validate, then serialise to Python objects, then json.dumps) cost some 80 ms
+    of CPU for the fleet's 1,000 rows. The same JSON; the route keeps `model` in the OpenAPI
+    document as its response_model."""
+    return Response(
+        model.model_validate(content).model_dump_json(by_alias=True),
+        media_type="application/json",
+    )
+
+
 async def _mid(conn: Conn, ref: MachineRef) -> int:
     mid = await machine_id(conn, ref.site, ref.machine)
     assert mid is not None  # resolve_machine found the row
@@ -150,7 +161,7 @@ async def utilisation(
     from_: From,
     to: To,
     by: Annotated[Literal["program"] | None, Query(description="also split by program")] = None,
-) -> dict[str, Any]:
+) -> Any:
     """Seconds per execution state and unknown time in [from, to), with in-cycle utilisation."""
     ref = await resolve_machine(conn, principal, machine)
     start, end, until = window_bounds(from_, to)
@@ -162,7 +173,9 @@ async def utilisation(
             conn, [mid], from_, to, datetime.fromtimestamp(until, UTC)
         )
         (row,), _ = fleet_states_report([mid], seconds, start=start, end=end)
-        return {"site": ref.site, "machine": ref.machine, "from": from_, "to": to, **row}
+        return _serialised(
+            Utilisation, {"site": ref.site, "machine": ref.machine, "from": from_, "to": to, **row}
+        )
     execution = await fetch_signal(conn, mid, "execution", from_, to)
     status = await fetch_signal(conn, mid, "status", from_, to)
     program = await fetch_signal(conn, mid, "program", from_, to)
@@ -259,7 +272,7 @@ async def telemetry(
         ),
     ],
     points: Annotated[int, Query(ge=1, le=10_000)] = 500,
-) -> dict[str, Any]:
+) -> Response:
     """Min, max and average of each signal per bucket, about `points` buckets over the window."""
     ref = await resolve_machine(conn, principal, machine)
     window_bounds(from_, to)
@@ -272,16 +285,19 @@ async def telemetry(
         )
     mid = await _mid(conn, ref)
     p, series = await downsample(conn, mid, names, from_, to, points)
-    return {
-        "site": ref.site,
-        "machine": ref.machine,
-        "from": from_,
-        "to": to,
-        "bucket_s": p.bucket_s,
-        "sources": series.sources,
-        "t": series.t,
-        "series": series.values,
-    }
+    return _serialised(
+        Telemetry,
+        {
+            "site": ref.site,
+            "machine": ref.machine,
+            "from": from_,
+            "to": to,
+            "bucket_s": p.bucket_s,
+            "sources": series.sources,
+            "t": series.t,
+            "series": series.values,
+        },
+    )
 
 
 class EventPublic(BaseModel):
@@ -459,7 +475,7 @@ async def fleet_utilisation(
     from_: From,
     to: To,
     site: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Utilisation of every machine the key may see (or of one site), and of the whole fleet."""
     start, end, until = window_bounds(from_, to)
     machines = await conn.fetch(
@@ -474,17 +490,19 @@ async def fleet_utilisation(
     # same rules as the per-machine route's analytics (tests/api/test_fleet_sql.py checks parity).
     seconds = await fleet_state_seconds(conn, ids, from_, to, datetime.fromtimestamp(until, UTC))
     rows, fleet = fleet_states_report(ids, seconds, start=start, end=end)
-    convention = UTILISATION_CONVENTION
-    return {
-        "from": from_,
-        "to": to,
-        "convention": convention,
-        "fleet": fleet,
-        "machines": [
-            {"site": m["site"], "machine": m["machine"], **r}
-            for m, r in zip(machines, rows, strict=True)
-        ],
-    }
+    return _serialised(
+        FleetUtilisation,
+        {
+            "from": from_,
+            "to": to,
+            "convention": UTILISATION_CONVENTION,
+            "fleet": fleet,
+            "machines": [
+                {"site": m["site"], "machine": m["machine"], **r}
+                for m, r in zip(machines, rows, strict=True)
+            ],
+        },
+    )
 
 
 class TimeModelPublic(BaseModel):
