@@ -32,6 +32,13 @@ class StackSettings(BaseSettings):
     mqtt_max_queued_messages: int = Field(default=2_000_000, ge=1000)
     mqtt_max_queued_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
     mqtt_max_packet_size: int = Field(default=1024 * 1024, ge=64 * 1024)
+    # Seconds between Mosquitto's snapshots of its queues to disk. Mosquitto 2.0 writes the whole
+    # in-memory store each time, in its one thread, with every client waiting: with a backlog of
+    # 2.5 GB (ingest down for some minutes) a 10 s interval kept the broker saving almost all the
+    # time and ingest crawled (docs/ingest.md, "Broker persistence"). A clean stop (SIGTERM, what
+    # `arbor down` and restarts send) always saves; only a crash of the broker loses what was
+    # accepted since the last snapshot.
+    mqtt_autosave_s: int = Field(default=60, ge=1)
     ready_timeout_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")

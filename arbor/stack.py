@@ -385,7 +385,7 @@ pid_file {d / "mosquitto.pid"}
 # without persistence a restart forgets every queued message and persistent session.
 persistence true
 persistence_location {d / "data"}/
-autosave_interval 10
+autosave_interval {settings.mqtt_autosave_s}
 max_queued_messages {settings.mqtt_max_queued_messages}
 max_queued_bytes {settings.mqtt_max_queued_bytes}
 # 0: no broker-side cap on messages in flight to a client; MQTT 5 clients bound it themselves with

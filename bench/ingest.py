@@ -1,12 +1,16 @@
 """Ingest throughput: the raw COPY limit against end-to-end MQTT -> workers -> committed rows.
 
 Run: ``.venv/bin/python bench/ingest.py [--duration 60] [--workers 2] [--machines 100]
-[--samples 10] [--signals 12] [--rate 0] [--events 0]`` with the local stack up (``arbor up``).
+[--samples 10] [--signals 12] [--rate 0] [--backlog 8000] [--events 0]`` with the local stack up
+(``arbor up``).
 
 (a) raw: binary COPY (asyncpg ``copy_records_to_table``) of the same wide rows straight into the
     same `sample` hypertable, batch for batch as the workers write them;
 (b) end-to-end: a separate publisher process sends telemetry (QoS 1) through Mosquitto to
     ``arbor ingest --workers N``; values/s counted from committed ledger rows during the window.
+    The publisher keeps at most ``--backlog`` messages published but not yet committed (it reads
+    the workers' counters), so (b) is the rate the whole chain sustains, not a backlog growing
+    in the broker.
 Prints values/s of both, the ratio b/a, the drain time after publishing stops, and p50/p99
 publish-to-commit latency (from the workers' /metrics histograms: sample timestamp = publish time).
 Works in a throw-away database on the stack's server and a unique site; both are removed after.
@@ -125,8 +129,45 @@ class _QoS1Publisher:
         self._sock.close()
 
 
+def _stored_messages(ports: list[int]) -> float:
+    """Messages the workers have committed so far (their ``arbor_ingest_messages_total``)."""
+    total = 0.0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("arbor_ingest_messages_total{"):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class _Credit:
+    """Closed-loop flow control: at most ``backlog`` messages published but not yet committed.
+
+    Without it a flat-out publisher outruns ingest and the difference piles up in Mosquitto
+    (gigabytes within a minute, re-saved whole by every persistence autosave): the run then
+    measures a broker drowning in its queue, and the latency grows without bound, which is
+    not a sustained rate. With it the publisher sends as fast as the whole chain commits, and
+    publish-to-commit latency stays about ``backlog`` / throughput."""
+
+    def __init__(self, ports: list[int], backlog: int, share: int) -> None:
+        self._ports = ports
+        self._backlog = backlog
+        self._share = share  # publishers sharing the workers: each gets 1/share of the backlog
+        self._base = _stored_messages(ports) if backlog else 0.0
+
+    def wait(self, sent: int) -> None:
+        if not self._backlog:
+            return
+        while True:
+            committed = (_stored_messages(self._ports) - self._base) / self._share
+            if sent - committed <= self._backlog / self._share:
+                return
+            time.sleep(0.1)
+
+
 def publish(args: argparse.Namespace) -> None:
-    """Publish telemetry flat out (or at ``--rate``) for ``--duration`` seconds, QoS 1."""
+    """Publish telemetry for ``--duration`` seconds, QoS 1: as fast as ingest commits (at most
+    ``--backlog`` messages uncommitted), at ``--rate``, or flat out (``--backlog 0``)."""
     import random
 
     from protocol.endpoint import parse_mqtt_url
@@ -147,6 +188,9 @@ def publish(args: argparse.Namespace) -> None:
     ]
     per_message = args.samples * args.signals
     interval = per_message * args.publishers / args.rate if args.rate > 0 else 0.0
+    credit = _Credit(
+        [int(x) for x in args.credit_ports.split(",") if x], args.backlog, args.publishers
+    )
     end = time.monotonic() + args.duration
     sent = 0
     sent_events = 0
@@ -202,6 +246,7 @@ def publish(args: argparse.Namespace) -> None:
             # Keep no backlog of our own beyond the window, so a message's timestamp is about
             # when it left (the latency is publish-to-commit, not queueing inside this process).
             client.wait_acks(args.window)
+        credit.wait(sent + sent_events)
         seq += 1
     client.wait_acks(0)
     client.close()
@@ -410,17 +455,26 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=10, help="samples per message")
     p.add_argument("--signals", type=int, default=12, help="values per sample")
     p.add_argument("--batch", type=int, default=2000, help="messages per batch")
-    p.add_argument("--rate", type=float, default=0.0, help="publish values/s (0 = flat out)")
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="publish values/s at most (0 = no limit)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the bench database")
     p.add_argument("--narrow", action="store_true", help="also time the narrow layout")
     p.add_argument("--publishers", type=int, default=1, help="publisher processes")
     p.add_argument("--window", type=int, default=1000, help="unacked messages per publisher")
+    p.add_argument(
+        "--backlog",
+        type=int,
+        default=8000,
+        help="published but uncommitted messages at most (0 = flat out, limited by PUBACKs)",
+    )
     p.add_argument(
         "--events", type=int, default=0, help="also an event message of N value events per round"
     )
     p.add_argument("--publish", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--publisher-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--site", default="", help=argparse.SUPPRESS)
+    p.add_argument("--credit-ports", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     load_env_file()
     if args.publish:
@@ -525,6 +579,10 @@ def main() -> int:
                     str(args.window),
                     "--events",
                     str(args.events),
+                    "--backlog",
+                    str(args.backlog),
+                    "--credit-ports",
+                    ",".join(map(str, ports)),
                 ],
                 env=env,
                 cwd=ROOT,

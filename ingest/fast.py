@@ -26,7 +26,6 @@ import orjson
 
 from ingest.records import WIDE_SIGNALS, WideRow
 from protocol import CATALOGUE, MAX_SAMPLES, MAX_SIGNALS_PER_SAMPLE, Dtype, SignalChannel
-from protocol.timestamps import parse_timestamp
 
 __all__ = ["FastTelemetry", "fast_telemetry"]
 
@@ -50,6 +49,11 @@ _SEQ_MAX = 2**63 - 1
 # A row is built by one C-level lookup of every column in the sample's values laid over nulls.
 _NULLS: dict[str, Any] = dict.fromkeys(WIDE_SIGNALS)
 _ROW = itemgetter("\0ts", *WIDE_SIGNALS)
+# The timestamps producers send (``Z``, up to µs, ASCII digits): a subset of what
+# ``protocol.timestamps.parse_timestamp`` accepts, read by the C parser with the same result at
+# a third of the cost. Anything else (offsets, nanoseconds, other digits) goes the slow way.
+_TS_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z", re.ASCII)
+_from_iso = datetime.fromisoformat
 
 
 @dataclass(slots=True)
@@ -121,6 +125,7 @@ def fast_telemetry(payload: bytes, max_bytes: int) -> FastTelemetry | None:
     row_of = _ROW
     wide = _FLOAT_WIDE
     numbers = _NUMBERS
+    ts_shape = _TS_SHAPE.fullmatch
     for sample in samples:
         if type(sample) is not dict or sample.keys() != _SAMPLE_KEYS:
             return None
@@ -144,9 +149,11 @@ def fast_telemetry(payload: bytes, max_bytes: int) -> FastTelemetry | None:
                 return None
         else:
             return None
+        if ts_shape(text) is None:
+            return None
         try:
-            ts = parse_timestamp(text)
-        except ValueError:
+            ts = _from_iso(text)
+        except ValueError:  # 2024-02-30 and the like: the slow path words the error
             return None
         merged = {**nulls, **values}
         merged["\0ts"] = ts

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import threading
+import struct
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,18 +35,118 @@ __all__ = ["Subscriber"]
 log = logging.getLogger(__name__)
 
 
+#: What a lean PUBLISH hands over: topic, payload, packet id, QoS, subscription identifiers.
+Deliver = Callable[[str, bytes, int, int, tuple[int, ...]], None]
+
+_PUBACK = struct.Struct("!BBH")
+# PUBLISH properties (MQTT 5.0, 3.3.2.3) by how their value is laid out, for skipping them: a
+# byte, a two-byte integer, a four-byte integer, a string or binary (two-byte length), a string
+# pair. 0x0B (Subscription Identifier, a variable byte integer) is read, not skipped.
+_PROP_FIXED = {0x01: 1, 0x23: 2, 0x02: 4}
+_PROP_LENGTH_PREFIXED = frozenset({0x03, 0x08, 0x09})
+_PROP_USER = 0x26
+_SUBSCRIPTION_ID = 0x0B
+
+
+def _varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """An MQTT variable byte integer at ``pos``: (value, position after it)."""
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 21:
+            raise ValueError("variable byte integer longer than 4 bytes")
+
+
+def parse_publish(header: int, packet: bytes | bytearray) -> tuple[str, bytes, int, int,
+                                                                    tuple[int, ...]]:  # fmt: skip
+    """An MQTT 5 PUBLISH's (topic, payload, packet id, QoS, subscription identifiers).
+
+    Raises ``ValueError`` for anything it does not expect (QoS 2, a property it does not know,
+    a truncated packet, a topic that is not UTF-8): the caller then lets paho handle the packet.
+    """
+    qos = (header & 0x06) >> 1
+    if qos > 1:
+        raise ValueError("QoS 2")
+    tlen = (packet[0] << 8) | packet[1]
+    pos = 2 + tlen
+    topic = bytes(packet[2:pos]).decode()
+    mid = 0
+    if qos:
+        mid = (packet[pos] << 8) | packet[pos + 1]
+        pos += 2
+    plen, pos = _varint(packet, pos)
+    end = pos + plen
+    ids: list[int] = []
+    while pos < end:
+        prop = packet[pos]
+        pos += 1
+        if prop == _SUBSCRIPTION_ID:
+            value, pos = _varint(packet, pos)
+            ids.append(value)
+        elif prop in _PROP_FIXED:
+            pos += _PROP_FIXED[prop]
+        elif prop in _PROP_LENGTH_PREFIXED:
+            pos += 2 + ((packet[pos] << 8) | packet[pos + 1])
+        elif prop == _PROP_USER:
+            for _ in range(2):
+                pos += 2 + ((packet[pos] << 8) | packet[pos + 1])
+        else:
+            raise ValueError(f"property 0x{prop:02x}")
+    if pos != end or end > len(packet):
+        raise ValueError("properties overrun")
+    return topic, bytes(packet[end:]), mid, qos, tuple(ids)
+
+
 class _BufferedClient(mqtt.Client):
-    """paho reads each packet with three or more ``recv`` calls and goes back to ``select``
-    after every packet; at thousands of messages a second those syscalls cost more than the
-    packets' parsing. This client reads up to 256 KiB at once, serves paho's small reads from
-    that buffer and keeps reading packets while the buffer holds data. The buffer belongs to
-    the connection: it is emptied when paho closes the socket."""
+    """paho, with three costs of its receive path taken out (each measured at thousands of
+    messages a second; docs/ingest.md, "Throughput"):
+
+    * reads: paho reads each packet with three or more ``recv`` calls and goes back to
+      ``select`` after every packet. This client reads up to 256 KiB at once, serves paho's
+      small reads from that buffer and keeps reading packets while the buffer holds data. The
+      buffer belongs to the connection: it is emptied when paho closes the socket.
+    * PUBLISH handling: paho builds a ``Properties`` object, an ``MQTTMessage`` and runs the
+      topic matcher for every message. With ``deliver`` set, QoS 0/1 PUBLISH packets are parsed
+      here (``parse_publish``) and handed over directly; anything unusual goes through paho's
+      own handler and ``on_message`` as before.
+    * acks: one ``ack`` is one PUBACK packet queued, one wake-up byte written to paho's socket
+      pair and one ``send``. ``ack_many`` queues the PUBACKs of a whole batch as one write.
+
+    Everything else (connect, subscribe, keep-alive, reconnect, TLS) is paho's."""
 
     _READ_SIZE = 256 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._rbuf = bytearray()
+        self.deliver: Deliver | None = None
+        self.after_read: Callable[[], None] | None = None
         super().__init__(*args, **kwargs)
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        deliver = self.deliver
+        if deliver is not None:
+            try:
+                topic, payload, mid, qos, ids = parse_publish(
+                    self._in_packet["command"], self._in_packet["packet"]
+                )
+            except (ValueError, IndexError):
+                pass  # paho's handler decides (and words any protocol error)
+            else:
+                deliver(topic, payload, mid, qos, ids)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_publish()
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """PUBACK (success) every QoS 1 packet id in ``mids``, in one write. Thread-safe like
+        paho's ``ack``: the packet goes on paho's outgoing deque and its thread is woken once."""
+        data = b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids)
+        if data:
+            self._packet_queue(0x40, data, 0, 1)
 
     def _sock_recv(self, bufsize: int) -> bytes:
         buf = self._rbuf
@@ -63,6 +164,8 @@ class _BufferedClient(mqtt.Client):
         # Each round consumes buffered bytes (a partial packet is kept by paho), so this ends.
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rbuf and self._sock is not None:
             rc = super().loop_read(max_packets)
+        if self.after_read is not None:
+            self.after_read()
         return rc
 
     def _sock_close(self) -> None:
@@ -80,7 +183,12 @@ class Subscriber:
         self.ready = asyncio.Event()
         self.connected = asyncio.Event()
         self._wake_pending = False
-        self._lock = threading.Lock()
+        # The inbox length at which paho's thread wakes the event loop: 1 while the batcher
+        # waits for a first message, the rest of a full batch while it collects one (its age
+        # deadline wakes it otherwise). Set by the loop before it looks at the inbox, read by
+        # paho's thread after it appends, so a message is never left without a wake-up.
+        self.wake_at = 1
+        self._skipped: list[int] = []  # anchor copies to ack after the current read
         self.generation = 0
         # True from the broker's SUBACKs until a disconnect: from then on nothing published under
         # our filters is missed, which is what readiness means for a store-everything consumer.
@@ -105,6 +213,8 @@ class Subscriber:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.deliver = self._deliver
+        client.after_read = self._after_read
         client.reconnect_delay_set(1, 5)
         client.max_queued_messages_set(0)
         self._client = client
@@ -158,30 +268,42 @@ class Subscriber:
         log.warning("MQTT disconnected: %s", rc)
         self._loop.call_soon_threadsafe(self.connected.clear)
 
-    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """paho's own path (packets ``parse_publish`` left to it)."""
         via: tuple[int, ...] = ()
         if msg.properties is not None:
             ids = getattr(msg.properties, "SubscriptionIdentifier", None)
             if ids:
                 via = tuple(ids)
+        self._deliver(msg.topic, bytes(msg.payload), msg.mid, msg.qos, via)
+
+    def _deliver(self, topic: str, payload: bytes, mid: int, qos: int,
+                 via: tuple[int, ...]) -> None:  # fmt: skip
         if via == (SUB_ANCHOR,):
-            if msg.topic == self._settings.anchor_marker_topic:
-                client.ack(msg.mid, msg.qos)
-                if self.recovering and bytes(msg.payload) == self._marker:
+            if topic == self._settings.anchor_marker_topic:
+                self._client.ack(mid, qos)
+                if self.recovering and payload == self._marker:
                     self.recovering = False
                     log.info("anchor: caught up (connection %d)", self.generation)
                 return
             if not self.recovering:
-                client.ack(msg.mid, msg.qos)  # the shared subscription delivered it too
+                # The shared subscription delivered it too; acked with the others of this read.
+                if qos:
+                    self._skipped.append(mid)
                 self.anchor_skipped += 1
                 return
-        self.inbox.append(
-            Raw(msg.topic, bytes(msg.payload), Ack(msg.mid, msg.qos, self.generation), time.time(),
-                via)
-        )  # fmt: skip
-        if not self._wake_pending:
+        inbox = self.inbox
+        inbox.append(Raw(topic, payload, Ack(mid, qos, self.generation), time.time(), via))
+        # Wake the event loop only when it waits for this many messages (see ``wake_at``): a
+        # wake-up per message costs a syscall on both sides and a loop iteration.
+        if len(inbox) >= self.wake_at and not self._wake_pending:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake)
+
+    def _after_read(self) -> None:
+        if self._skipped:
+            self._client.ack_many(self._skipped)
+            self._skipped.clear()
 
     # --- the event loop's side ---------------------------------------------------------------
 
@@ -203,12 +325,9 @@ class Subscriber:
     def ack(self, acks: list[Ack]) -> int:
         """Ack committed messages of the current connection; returns how many were acked."""
         generation = self.generation
-        n = 0
-        for a in acks:
-            if a.qos > 0 and a.generation == generation:
-                self._client.ack(a.mid, a.qos)
-                n += 1
-        return n
+        mids = [a.mid for a in acks if a.qos == 1 and a.generation == generation]
+        self._client.ack_many(mids)
+        return len(mids)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         self._client.publish(topic, payload, qos=qos)

@@ -150,6 +150,7 @@ class Worker:
         while True:
             batch: list[Raw] = []
             while not inbox:
+                sub.wake_at = 1  # before looking at the inbox (Subscriber.wake_at)
                 sub.ready.clear()
                 if inbox:
                     break
@@ -161,8 +162,10 @@ class Worker:
                 remaining = deadline - time.monotonic()
                 if len(batch) >= max_n or remaining <= 0:
                     break
+                # Woken when the batch could be filled, or by the deadline: not per message.
+                sub.wake_at = max_n - len(batch)
                 sub.ready.clear()
-                if inbox:
+                if len(inbox) >= sub.wake_at:
                     continue
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(sub.ready.wait(), remaining)
