@@ -5,9 +5,10 @@ every key but for the sites it may see. Its query (a few `event_latest` probes p
 of ms for 1,000 machines) and a pydantic model per row cost far more than answering, so one
 snapshot of the whole fleet is read at a time, each row serialised once with orjson, and every
 request within `ttl_s` of that read (ARBOR_API_LIST_CACHE_S, 1 s by default; 0 reads on every
-request) is answered from it, filtered by site. Requests that arrive while a read is running wait
-for that read rather than starting their own: under load the database sees one list query per
-`ttl_s`, whatever the number of clients.
+request) is answered from it, filtered by site. The next read starts in the background once the
+snapshot is half that old, so requests wait only when a read takes longer than half the TTL (or
+nobody asked for a while); those wait for the read in flight rather than starting their own:
+the database sees at most one list query at a time, whatever the number of clients.
 """
 
 from __future__ import annotations
@@ -84,11 +85,15 @@ class FleetList:
         if self.ttl_s <= 0:
             return await self._read(pool, timeout_s)
         current = self._snapshot
-        if current is not None and time.monotonic() - current.read_at < self.ttl_s:
-            return current
-        if self._reading is None:
+        age = None if current is None else time.monotonic() - current.read_at
+        if self._reading is None and (age is None or age >= self.ttl_s / 2):
+            # Read ahead from half the TTL on: under load the read takes a while, and requests
+            # would otherwise all wait for it once the snapshot has expired.
             self._reading = asyncio.ensure_future(self._read(pool, timeout_s))
             self._reading.add_done_callback(self._done)
+        if current is not None and age is not None and age < self.ttl_s:
+            return current
+        assert self._reading is not None
         # shield: one waiter cancelled (its client went away) must not cancel the others' read.
         return await asyncio.shield(self._reading)
 
