@@ -168,6 +168,40 @@ def rows(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(query.encode(), params).fetchall()  # type: ignore[call-overload]
 
 
+def _machine_filter(site: str | None, machine: str | None) -> tuple[str, str]:
+    if site is not None and machine is None:
+        return "m.site", site
+    if machine is not None and site is None:
+        return "m.machine", machine
+    raise ValueError("count by site or by machine, not both")
+
+
+def stored_messages(url: str, *, site: str | None = None, machine: str | None = None) -> int:
+    """Data messages in the ledger (births and deaths have negative seqs) of a site or machine."""
+    column, value = _machine_filter(site, machine)
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM message_ledger l JOIN machine m ON m.id = l.machine_id "  # noqa: S608
+            f"WHERE {column} = %s AND l.seq >= 0",
+            value,
+        )
+    )
+
+
+def stored_samples(url: str, *, site: str | None = None, machine: str | None = None) -> int:
+    """Rows in `sample` of a site or machine."""
+    column, value = _machine_filter(site, machine)
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM sample s JOIN machine m ON m.id = s.machine_id "  # noqa: S608
+            f"WHERE {column} = %s",
+            value,
+        )
+    )
+
+
 def wait_until(check: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

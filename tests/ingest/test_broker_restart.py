@@ -24,6 +24,8 @@ from tests.ingest.helpers import (
     metric,
     scalar,
     status,
+    stored_messages,
+    stored_samples,
     telemetry,
     wait_ready,
     wait_until,
@@ -47,27 +49,6 @@ def broker() -> Iterator[PrivateBroker]:
 def _publisher(broker: PrivateBroker) -> Publisher:
     user, password = broker.service_credentials
     return Publisher(broker.host, broker.port, user, password)
-
-
-def _ledger(url: str, site: str) -> int:
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM message_ledger l JOIN machine m ON m.id = l.machine_id "
-            "WHERE m.site = %s AND l.seq >= 0",
-            site,
-        )
-    )
-
-
-def _samples(url: str, site: str) -> int:
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM sample s JOIN machine m ON m.id = s.machine_id WHERE m.site = %s",
-            site,
-        )
-    )
 
 
 def _restart_with_frozen_workers(
@@ -117,7 +98,9 @@ def test_messages_published_before_ingest_resubscribes_survive_a_broker_restart(
             pub.publish(f"arbor/v1/{site}/m{seq % 4}/telemetry", telemetry("r1", seq // 4))
         assert pub.flush() == [0] * BEFORE
         pub.close()
-        wait_until(lambda: _ledger(db, site) >= BEFORE, 90, "the messages before the restart")
+        wait_until(
+            lambda: stored_messages(db, site=site) >= BEFORE, 90, "the messages before the restart"
+        )
 
         _restart_with_frozen_workers(broker, procs, site)
 
@@ -125,15 +108,17 @@ def test_messages_published_before_ingest_resubscribes_survive_a_broker_restart(
         wait_ready(base_port + 1, 120)
         if anchor:
             wait_until(
-                lambda: _ledger(db, site) >= BEFORE + AFTER, 120, "every message after restart"
+                lambda: stored_messages(db, site=site) >= BEFORE + AFTER,
+                120,
+                "every message after restart",
             )
             wait_until(
                 lambda: metric(base_port, "arbor_ingest_anchor_recovering") == 0,
                 60,
                 "the anchor to catch up",
             )
-            assert _ledger(db, site) == BEFORE + AFTER
-            assert _samples(db, site) == 5 * (BEFORE + AFTER)
+            assert stored_messages(db, site=site) == BEFORE + AFTER
+            assert stored_samples(db, site=site) == 5 * (BEFORE + AFTER)
             assert [p.poll() for p in procs] == [None, None]
             # Steady state again: new messages reach the anchor and are acked unprocessed.
             skipped = metric(base_port, "arbor_ingest_anchor_skipped")
@@ -144,13 +129,15 @@ def test_messages_published_before_ingest_resubscribes_survive_a_broker_restart(
                 assert pub2.flush() == [0] * 40
             finally:
                 pub2.close()
-            wait_until(lambda: _ledger(db, site) >= BEFORE + AFTER + 40, 90, "the last 40")
+            wait_until(
+                lambda: stored_messages(db, site=site) >= BEFORE + AFTER + 40, 90, "the last 40"
+            )
             wait_until(
                 lambda: metric(base_port, "arbor_ingest_anchor_skipped") >= skipped + 40,
                 60,
                 "the anchor's copies acked unprocessed",
             )
-            assert _ledger(db, site) == BEFORE + AFTER + 40
+            assert stored_messages(db, site=site) == BEFORE + AFTER + 40
         else:
             # Until the workers have resubscribed, a probe is lost like the rest: publish one
             # every few seconds until one lands; by then the broker has delivered whatever it
@@ -171,7 +158,7 @@ def test_messages_published_before_ingest_resubscribes_survive_a_broker_restart(
                 pub3.close()
             assert int(scalar(db, late, site)) > 0, "the workers never resubscribed"
             time.sleep(2)  # what the broker kept for the sessions is delivered by now
-            stored = _ledger(db, site) - int(scalar(db, late, site))
+            stored = stored_messages(db, site=site) - int(scalar(db, late, site))
             lost = BEFORE + AFTER - stored
             print(f"control: {lost} of {AFTER} messages lost without the anchor")
             assert lost > 0, "Mosquitto kept the shared subscriptions: the anchor may be unneeded"

@@ -21,9 +21,10 @@ from tests.ingest.helpers import (
     Publisher,
     free_port_pair,
     metric,
-    scalar,
     start_worker,
     status,
+    stored_messages,
+    stored_samples,
     telemetry,
     wait_ready,
     wait_until,
@@ -71,28 +72,6 @@ def _stream(pub: Publisher, site: str, machine: str, n: int, seconds: float) -> 
     return t
 
 
-def _ledger(url: str, machine: str) -> int:
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM message_ledger l JOIN machine m ON m.id = l.machine_id "
-            "WHERE m.machine = %s AND l.seq >= 0",
-            machine,
-        )
-    )
-
-
-def _samples(url: str, machine: str) -> int:
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM sample s JOIN machine m ON m.id = s.machine_id "
-            "WHERE m.machine = %s",
-            machine,
-        )
-    )
-
-
 def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     db: str, mqtt_settings: MqttSettings, unique_site: str, pub: Publisher
 ) -> None:
@@ -111,18 +90,22 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     try:
         wait_ready(port)
         feeder = _stream(pub, site, "m-kill", N, seconds=4)
-        wait_until(lambda: _ledger(db, "m-kill") >= N // 4, what="a quarter of the stream")
+        wait_until(
+            lambda: stored_messages(db, machine="m-kill") >= N // 4, what="a quarter of the stream"
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        killed_at = _ledger(db, "m-kill")
+        killed_at = stored_messages(db, machine="m-kill")
         assert killed_at < N, "the worker must die mid-stream for this drill to mean anything"
         time.sleep(1)  # messages keep arriving at the broker for the dead worker's session
         proc = start_worker(env)  # same index, same client id: resumes the persistent session
         feeder.join(60)
-        wait_until(lambda: _ledger(db, "m-kill") >= N, timeout=90, what="every message")
+        wait_until(
+            lambda: stored_messages(db, machine="m-kill") >= N, timeout=90, what="every message"
+        )
         time.sleep(1)
-        assert _ledger(db, "m-kill") == N
-        assert _samples(db, "m-kill") == 5 * N
+        assert stored_messages(db, machine="m-kill") == N
+        assert stored_samples(db, machine="m-kill") == 5 * N
     finally:
         _unprobe(pub, site)
         proc.terminate()
@@ -151,7 +134,7 @@ def test_two_workers_share_the_stream_and_a_replay_changes_nothing(
             for p in payloads:
                 pub.publish(f"arbor/v1/{site}/m-two/telemetry", p)
             pub.flush()
-            wait_until(lambda: _ledger(db, "m-two") >= N, what="every message")
+            wait_until(lambda: stored_messages(db, machine="m-two") >= N, what="every message")
             # Each worker stored a share (round-robin at the broker).
             shares = [
                 metric(base_port + i, "arbor_ingest_messages_total", outcome="stored")
@@ -171,8 +154,8 @@ def test_two_workers_share_the_stream_and_a_replay_changes_nothing(
                 return dup >= N
 
             wait_until(replay_done, what="the replay to be processed")
-            assert _ledger(db, "m-two") == N
-            assert _samples(db, "m-two") == 5 * N
+            assert stored_messages(db, machine="m-two") == N
+            assert stored_samples(db, machine="m-two") == 5 * N
     finally:
         _unprobe(pub, site)
 
@@ -199,15 +182,21 @@ def test_database_kill_mid_stream_two_workers_lose_nothing_and_survive(
                 wait_ready(base_port)
                 wait_ready(base_port + 1)
                 feeder = _stream(pub, site, "m-db", N, seconds=6)
-                wait_until(lambda: _ledger(pdb.url, "m-db") >= N // 4, what="a quarter")
+                wait_until(
+                    lambda: stored_messages(pdb.url, machine="m-db") >= N // 4, what="a quarter"
+                )
                 pdb.stop(mode="kill")  # the hardest stop: no shutdown checkpoint
                 time.sleep(2)
                 pdb.start()
                 feeder.join(60)
-                wait_until(lambda: _ledger(pdb.url, "m-db") >= N, timeout=120, what="everything")
+                wait_until(
+                    lambda: stored_messages(pdb.url, machine="m-db") >= N,
+                    timeout=120,
+                    what="everything",
+                )
                 time.sleep(1)
-                assert _ledger(pdb.url, "m-db") == N
-                assert _samples(pdb.url, "m-db") == 5 * N
+                assert stored_messages(pdb.url, machine="m-db") == N
+                assert stored_samples(pdb.url, machine="m-db") == 5 * N
                 assert [p.poll() for p in procs] == [None, None], "a worker exited"
                 errors = [metric(base_port + i, "arbor_ingest_write_errors_total") for i in (0, 1)]
                 assert sum(errors) >= 1, errors
@@ -220,7 +209,10 @@ def test_database_kill_mid_stream_two_workers_lose_nothing_and_survive(
                 for p in more:
                     pub.publish(f"arbor/v1/{site}/m-db/telemetry", p)
                 pub.flush()
-                wait_until(lambda: _ledger(pdb.url, "m-db") >= N + 200, what="the second run")
+                wait_until(
+                    lambda: stored_messages(pdb.url, machine="m-db") >= N + 200,
+                    what="the second run",
+                )
 
                 def both_stored() -> bool:
                     after = [
@@ -230,7 +222,7 @@ def test_database_kill_mid_stream_two_workers_lose_nothing_and_survive(
                     return all(a > b for a, b in zip(after, before, strict=True))
 
                 wait_until(both_stored, what="both workers storing after the restart")
-                assert _ledger(pdb.url, "m-db") == N + 200
+                assert stored_messages(pdb.url, machine="m-db") == N + 200
         finally:
             _unprobe(pub, site)
 
@@ -287,5 +279,5 @@ def test_commit_retries_asyncpg_internal_errors_exactly_once(
     site = f"{unique_site}f"
     stored, dups = asyncio.run(_commit_with_fault(db, mqtt_settings.url, site))
     assert (stored, dups) == (0, 30)  # the first attempt committed them; the retries found them
-    assert _ledger(db, "m-fault") == 30
-    assert _samples(db, "m-fault") == 60
+    assert stored_messages(db, machine="m-fault") == 30
+    assert stored_samples(db, machine="m-fault") == 60
