@@ -1,7 +1,7 @@
 """Ingest throughput: the raw COPY limit against end-to-end MQTT -> workers -> committed rows.
 
 Run: ``.venv/bin/python bench/ingest.py [--duration 60] [--workers 2] [--machines 100]
-[--samples 10] [--signals 12] [--rate 0] [--backlog 8000] [--events 0]`` with the local stack up
+[--samples 10] [--signals 12] [--rate 0] [--backlog 4000] [--events 0]`` with the local stack up
 (``arbor up``).
 
 (a) raw: binary COPY (asyncpg ``copy_records_to_table``) of the same wide rows straight into the
@@ -466,7 +466,7 @@ def main() -> int:
     p.add_argument(
         "--backlog",
         type=int,
-        default=8000,
+        default=4000,
         help="published but uncommitted messages at most (0 = flat out, limited by PUBACKs)",
     )
     p.add_argument(
