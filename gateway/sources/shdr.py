@@ -508,10 +508,11 @@ class ShdrConnection:
             await asyncio.sleep(delays.next())
 
     async def _session(self, delays: _BackoffIter) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=_MAX_LINE),
-            self.connect_timeout_s,
-        )
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can drop a connection that
+        # completes as it is cancelled (a gateway stopped while reconnecting), leaving a stream
+        # nobody closes.
+        async with asyncio.timeout(self.connect_timeout_s):
+            reader, writer = await asyncio.open_connection(self.host, self.port, limit=_MAX_LINE)
         self.connects += 1
         self.heartbeat_ms = None
         self.connected.set()
