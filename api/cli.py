@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 __all__ = ["run"]
 
@@ -62,30 +63,19 @@ def run(argv: list[str]) -> int:
         if path and not os.access(path, os.R_OK):
             print(f"arbor api: cannot read {path}", file=sys.stderr)
             return 2
+    serving: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_level": args.log_level,
+        "proxy_headers": False,
+        "ssl_certfile": settings.api_tls_cert or None,
+        "ssl_keyfile": settings.api_tls_key or None,
+    }
     if args.workers > 1:
         # Each worker process builds its app from the environment: hand it the options too.
         for name, value in overrides.items():
             os.environ[f"ARBOR_{name.upper()}"] = str(value)
-        uvicorn.run(
-            "api.app:app_from_environment",
-            factory=True,
-            workers=args.workers,
-            host=settings.api_host,
-            port=settings.api_port,
-            log_level=args.log_level,
-            proxy_headers=False,
-            ssl_certfile=settings.api_tls_cert or None,
-            ssl_keyfile=settings.api_tls_key or None,
-        )
+        uvicorn.run("api.app:app_from_environment", factory=True, workers=args.workers, **serving)
         return 0
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level=args.log_level,
-        proxy_headers=False,
-        ssl_certfile=settings.api_tls_cert or None,
-        ssl_keyfile=settings.api_tls_key or None,
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn.Config(create_app(settings), **serving)).run()
     return 0

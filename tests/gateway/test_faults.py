@@ -133,6 +133,16 @@ def _subscriber(broker: PrivateBroker, site: str) -> Subscriber:
     return Subscriber(broker.host, broker.port, user, pw, all_filter(site), client_id=f"sub-{site}")
 
 
+async def _drain_and_stop(gw: Gateway, task: asyncio.Task[None]) -> None:
+    """Wait until the disk buffer is empty (all replayed to the broker), then stop the gateway."""
+    deadline = time.monotonic() + 20
+    while len(gw.store) and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a count)
+        await asyncio.sleep(0.1)
+    assert len(gw.store) == 0, "backlog drained"
+    gw.stop()
+    await asyncio.wait_for(task, 10)
+
+
 def test_broker_down_30_s(broker: PrivateBroker, tmp_path: Path) -> None:
     site = "outage"
     sub = _subscriber(broker, site).start()
@@ -151,12 +161,7 @@ def test_broker_down_30_s(broker: PrivateBroker, tmp_path: Path) -> None:
             assert len(gw.store) > 0, "the outage backlog is on disk"
             await asyncio.to_thread(broker.start)
             await stream.run_for(3)
-            deadline = time.monotonic() + 20
-            while len(gw.store) and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a count)
-                await asyncio.sleep(0.1)
-            assert len(gw.store) == 0, "backlog drained"
-            gw.stop()
-            await asyncio.wait_for(task, 10)
+            await _drain_and_stop(gw, task)
             return stream
 
     try:
@@ -196,12 +201,7 @@ def test_broker_down_when_the_gateway_starts(broker: PrivateBroker, tmp_path: Pa
             assert len(gw.store) > 0, "batches wait on disk for the first connection"
             await asyncio.to_thread(broker.start)
             await stream.run_for(3)
-            deadline = time.monotonic() + 20
-            while len(gw.store) and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a count)
-                await asyncio.sleep(0.1)
-            assert len(gw.store) == 0, "backlog drained"
-            gw.stop()
-            await asyncio.wait_for(task, 10)
+            await _drain_and_stop(gw, task)
             return stream
 
     try:

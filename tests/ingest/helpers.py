@@ -176,29 +176,29 @@ def _machine_filter(site: str | None, machine: str | None) -> tuple[str, str]:
     raise ValueError("count by site or by machine, not both")
 
 
+def _count(url: str, query: str, site: str | None, machine: str | None) -> int:
+    column, value = _machine_filter(site, machine)
+    return int(scalar(url, query.format(column=column), value))
+
+
 def stored_messages(url: str, *, site: str | None = None, machine: str | None = None) -> int:
     """Data messages in the ledger (births and deaths have negative seqs) of a site or machine."""
-    column, value = _machine_filter(site, machine)
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM message_ledger l JOIN machine m ON m.id = l.machine_id "  # noqa: S608
-            f"WHERE {column} = %s AND l.seq >= 0",
-            value,
-        )
+    return _count(
+        url,
+        "SELECT count(*) FROM message_ledger l JOIN machine m ON m.id = l.machine_id "
+        "WHERE {column} = %s AND l.seq >= 0",
+        site,
+        machine,
     )
 
 
 def stored_samples(url: str, *, site: str | None = None, machine: str | None = None) -> int:
     """Rows in `sample` of a site or machine."""
-    column, value = _machine_filter(site, machine)
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM sample s JOIN machine m ON m.id = s.machine_id "  # noqa: S608
-            f"WHERE {column} = %s",
-            value,
-        )
+    return _count(
+        url,
+        "SELECT count(*) FROM sample s JOIN machine m ON m.id = s.machine_id WHERE {column} = %s",
+        site,
+        machine,
     )
 
 
