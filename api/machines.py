@@ -40,7 +40,6 @@ __all__ = [
     "fetch_signal",
     "fleet_state_seconds",
     "fleet_states_report",
-    "fleet_utilisation_report",
     "machine_id",
     "program_stats_report",
     "utilisation_report",
@@ -354,25 +353,6 @@ def program_stats_report(
     return out
 
 
-def fleet_utilisation_report(
-    machines: list[tuple[SignalEvents, SignalEvents]], *, start: float, end: float, until: float
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """`utilisation_report` per machine (execution, status) and the fleet's totals."""
-    rows = [utilisation_report(ex, st, start=start, end=end, until=until) for ex, st in machines]
-    states: dict[str, float] = {}
-    for r in rows:
-        for word, seconds in r["states"].items():
-            states[word] = states.get(word, 0.0) + seconds
-    known = sum(r["known_s"] for r in rows)
-    fleet = {
-        "states": states,
-        "unknown_s": sum(r["unknown_s"] for r in rows),
-        "known_s": known,
-        "utilisation": states.get("ACTIVE", 0.0) / known if known > 0 else None,
-    }
-    return rows, fleet
-
-
 #: The utilisation routes' convention, as `utilisation_report` names it.
 UTILISATION_CONVENTION = (
     str(next(f.default for f in dataclasses.fields(Utilisation) if f.name == "convention"))
@@ -452,7 +432,8 @@ async def fleet_state_seconds(
 def fleet_states_report(
     ids: list[int], seconds: dict[int, dict[str, float]], *, start: float, end: float
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """`fleet_utilisation_report`'s answer from `fleet_state_seconds` (one row per id)."""
+    """Per machine (one row per id) and for the fleet: `utilisation_report`'s figures from
+    `fleet_state_seconds`."""
     rows: list[dict[str, Any]] = []
     for i in ids:
         states = {w: s for w, s in seconds.get(i, {}).items() if s > 0}  # in vocabulary order

@@ -55,8 +55,8 @@ def make_lines(n: int) -> list[str]:
     return out
 
 
-def bench_parse(lines: list[str]) -> float:
-    parser = ShdrParser(load_devices(DEVICES))
+def bench_parse(lines: list[str], devices: Path = DEVICES) -> float:
+    parser = ShdrParser(load_devices(devices))
     now = datetime.now(UTC)
     start = time.perf_counter()
     for line in lines:
@@ -279,7 +279,7 @@ def fleet_lag(
     # start-up time, constant over a run: the smallest delivery lag seen estimates it.
     lags = sorted(a - ts - offset for a, ts, _ in arrivals)
     end_lags = [a - ts - offset for a, ts, _ in arrivals if a > t1 - 2]
-    parse = _parse_rate(fleet.record, fleet.devices)
+    parse = bench_parse(fleet.record.read_text().splitlines(), fleet.devices)
     out = {
         "machines": machines,
         "window_s": round(t1 - t0, 1),
@@ -301,16 +301,6 @@ def fleet_lag(
 def _count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
-def _parse_rate(record: Path, devices: Path) -> float:
-    lines = record.read_text().splitlines()
-    parser = ShdrParser(load_devices(devices))
-    now = datetime.now(UTC)
-    start = time.perf_counter()
-    for line in lines:
-        parser.feed(line, now)
-    return len(lines) / (time.perf_counter() - start)
 
 
 def kill_window(

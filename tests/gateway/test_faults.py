@@ -16,9 +16,10 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,6 +134,21 @@ def _subscriber(broker: PrivateBroker, site: str) -> Subscriber:
     return Subscriber(broker.host, broker.port, user, pw, all_filter(site), client_id=f"sub-{site}")
 
 
+def _stream_through(
+    sub: Subscriber, scenario: Callable[[], Coroutine[Any, Any, Streamer]]
+) -> tuple[Streamer, dict[str, list[int]], dict[tuple[str, int], bool], list[float], int]:
+    """Run ``scenario``, wait until ``sub`` holds a message for every line streamed, stop it:
+    the stream and ``_analyse`` of what arrived, its sessions already checked."""
+    try:
+        stream = asyncio.run(scenario())
+        sub.wait_for(lambda m: len(_analyse(m)[2]) >= len(stream.sent), 15)
+    finally:
+        sub.stop()
+    order, seen, values, dups = _analyse(sub.snapshot())
+    _check_sessions(order)
+    return stream, order, seen, values, dups
+
+
 async def _drain_and_stop(gw: Gateway, task: asyncio.Task[None]) -> None:
     """Wait until the disk buffer is empty (all replayed to the broker), then stop the gateway."""
     deadline = time.monotonic() + 20
@@ -164,13 +180,7 @@ def test_broker_down_30_s(broker: PrivateBroker, tmp_path: Path) -> None:
             await _drain_and_stop(gw, task)
             return stream
 
-    try:
-        stream = asyncio.run(scenario())
-        sub.wait_for(lambda m: len(_analyse(m)[2]) >= len(stream.sent), 15)
-    finally:
-        sub.stop()
-    order, seen, values, dups = _analyse(sub.snapshot())
-    _check_sessions(order)
+    stream, order, seen, values, dups = _stream_through(sub, scenario)
     assert len(order) >= 2, "the reconnect births a new session"
     assert sorted(values) == [float(n) for n in stream.sent], "every value exactly once"
     assert any(seen.values()), "the outage backlog was replayed as historical"
@@ -204,13 +214,7 @@ def test_broker_down_when_the_gateway_starts(broker: PrivateBroker, tmp_path: Pa
             await _drain_and_stop(gw, task)
             return stream
 
-    try:
-        stream = asyncio.run(scenario())
-        sub.wait_for(lambda m: len(_analyse(m)[2]) >= len(stream.sent), 15)
-    finally:
-        sub.stop()
-    order, _seen, values, _dups = _analyse(sub.snapshot())
-    _check_sessions(order)
+    stream, _order, _seen, values, _dups = _stream_through(sub, scenario)
     assert sorted(values) == [float(n) for n in stream.sent], "every value exactly once"
 
 
