@@ -21,6 +21,7 @@ from api.bodylimit import BodyLimitMiddleware
 from api.config import ApiSettings
 from api.errors import install_error_handlers
 from api.fleetlist import FleetList
+from api.keycache import KeyCache
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.mqtt import BrokerLink
 from api.ratelimit import RateLimiter
@@ -39,6 +40,7 @@ from api.routes import (
     stream,
     tools,
 )
+from api.singleflight import SingleFlight
 from api.state import ApiState
 from api.stream import StreamHub
 
@@ -131,6 +133,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             metrics=metrics,
             stream=hub,
             fleet_list=FleetList(settings.api_list_cache_s),
+            key_cache=KeyCache(settings.api_auth_cache_s),
+            fleet_flights=SingleFlight(metrics.coalesced.labels(API_PREFIX + "/utilisation").inc),
         )
         replies = asyncio.create_task(_reply_loop(state), name="reply_loop") if broker else None
         try:

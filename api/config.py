@@ -45,6 +45,11 @@ class ApiSettings(BaseSettings):
         default=1.0,
         description="GET /machines may answer from a fleet snapshot this old (0: read each time)",
     )
+    api_auth_cache_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=5.0,
+        description="a verified API key is trusted this long without reading api_key again, so "
+        "a revocation takes effect within it (0: read on every request)",
+    )
     api_mqtt_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     api_stream_rate_hz: Annotated[float, Field(gt=0, le=100)] = Field(
         default=2.0, description="telemetry frames per second per stream client, at most"

@@ -13,6 +13,7 @@ neither a role guard nor `Public`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -29,6 +30,7 @@ from api.errors import (
     UnauthorizedError,
     UnavailableError,
 )
+from api.keycache import VerifiedKey
 from api.keys import ALL_ROLES, Role, key_id_of, matches
 from api.state import ApiState
 
@@ -49,6 +51,7 @@ __all__ = [
     "RoleGuard",
     "ShopFloor",
     "authenticate",
+    "connection",
     "require_roles",
     "resolve_machine",
 ]
@@ -63,8 +66,9 @@ def _api(request: Request) -> ApiState:
 Api = Annotated[ApiState, Depends(_api)]
 
 
-async def _conn(api: Api) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection for the request; the database being down answers 503."""
+@contextlib.asynccontextmanager
+async def connection(api: ApiState) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; the database being down (or a deadline passing) answers 503."""
     try:
         async with api.pool.acquire(timeout=api.settings.api_db_timeout_s) as conn:
             yield conn
@@ -72,6 +76,12 @@ async def _conn(api: Api) -> AsyncIterator[asyncpg.Connection]:
         raise UnavailableError(
             f"the database is unreachable: {exc}", code="database_unavailable"
         ) from exc
+
+
+async def _conn(api: Api) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for the request."""
+    async with connection(api) as conn:
+        yield conn
 
 
 Conn = Annotated[asyncpg.Connection, Depends(_conn)]
@@ -105,6 +115,27 @@ async def authenticate(api: ApiState, key: str, roles: frozenset[Role]) -> Princ
     key_id = key_id_of(key)
     if key_id is None:
         raise UnauthorizedError("the API key is malformed", code="invalid_key")
+    verified = api.key_cache.get(key) if api.key_cache is not None else None
+    if verified is None:
+        verified = await _verify(api, key, key_id)
+    wait = api.limiter.acquire(key_id)
+    if wait > 0:
+        raise RateLimitedError(
+            f"rate limit of {api.limiter.rate_per_s:g}/s exceeded for this key",
+            retry_after_s=wait,
+        )
+    principal = Principal(
+        key_id=key_id, name=verified.name, role=Role(verified.role), sites=verified.sites
+    )
+    if principal.role not in roles:
+        admitted = ", ".join(sorted(roles))
+        raise ForbiddenError(f"role {principal.role} may not do this; admitted: {admitted}")
+    return principal
+
+
+async def _verify(api: ApiState, key: str, key_id: str) -> VerifiedKey:
+    """`key` checked against `api_key` (remembered in `api.key_cache` when valid)."""
+    read_at = api.key_cache.now() if api.key_cache is not None else 0.0
     try:
         row = await asyncio.wait_for(
             api.pool.fetchrow(
@@ -121,22 +152,15 @@ async def authenticate(api: ApiState, key: str, roles: frozenset[Role]) -> Princ
         raise UnauthorizedError("unknown API key", code="invalid_key")
     if row["revoked_at"] is not None:
         raise UnauthorizedError("this API key was revoked", code="revoked_key")
-    wait = api.limiter.acquire(key_id)
-    if wait > 0:
-        raise RateLimitedError(
-            f"rate limit of {api.limiter.rate_per_s:g}/s exceeded for this key",
-            retry_after_s=wait,
-        )
-    principal = Principal(
+    verified = VerifiedKey(
         key_id=key_id,
         name=row["name"],
-        role=Role(row["role"]),
+        role=row["role"],
         sites=None if row["sites"] is None else frozenset(row["sites"]),
     )
-    if principal.role not in roles:
-        admitted = ", ".join(sorted(roles))
-        raise ForbiddenError(f"role {principal.role} may not do this; admitted: {admitted}")
-    return principal
+    if api.key_cache is not None:
+        api.key_cache.put(key, verified, read_at)
+    return verified
 
 
 class RoleGuard:

@@ -46,6 +46,12 @@ class ApiMetrics:
             "telemetry samples dropped from stream clients' queues (drop oldest)",
             registry=self.registry,
         )
+        self.coalesced = Counter(
+            "arbor_api_coalesced_requests",
+            "requests answered by a computation another identical request started (single flight)",
+            ["route"],
+            registry=self.registry,
+        )
         self.replies = Counter(
             "arbor_api_replies",
             "command replies received by outcome",

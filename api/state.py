@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from api.config import ApiSettings
 from api.fleetlist import FleetList
+from api.keycache import KeyCache
 from api.metrics import ApiMetrics
 from api.mqtt import BrokerLink
 from api.ratelimit import RateLimiter
+from api.singleflight import SingleFlight
 from api.stream import StreamHub
 
 __all__ = ["ApiState"]
@@ -27,3 +29,6 @@ class ApiState:
     metrics: ApiMetrics
     stream: StreamHub | None = None
     fleet_list: FleetList | None = None
+    key_cache: KeyCache | None = None
+    #: the fleet utilisation's answers in flight, by window and scope (api/routes/machines.py)
+    fleet_flights: SingleFlight[str] = field(default_factory=SingleFlight)

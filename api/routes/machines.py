@@ -10,7 +10,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from api.deps import AnyRole, Api, Conn, MachinePath, MachineRef, resolve_machine
+from api.deps import AnyRole, Api, Conn, MachinePath, MachineRef, connection, resolve_machine
 from api.errors import AUTHENTICATED, InvalidInputError, UnavailableError, error_responses
 from api.kpis import CalendarSpec, Group, fleet_oee, oee_report
 from api.machines import (
@@ -471,38 +471,57 @@ class FleetUtilisation(BaseModel):
 @router.get("/utilisation", response_model=FleetUtilisation, response_model_by_alias=True)
 async def fleet_utilisation(
     principal: AnyRole,
-    conn: Conn,
+    api: Api,
     from_: From,
     to: To,
     site: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = None,
 ) -> Response:
-    """Utilisation of every machine the key may see (or of one site), and of the whole fleet."""
+    """Utilisation of every machine the key may see (or of one site), and of the whole fleet.
+
+    Identical requests in flight at once (same window as written, same `site`, same key scope)
+    share one computation (api/singleflight.py)."""
     start, end, until = window_bounds(from_, to)
-    machines = await conn.fetch(
-        """SELECT id, site, machine FROM machine
-            WHERE ($1::text IS NULL OR site = $1) AND ($2::text[] IS NULL OR site = ANY($2))
-            ORDER BY site, machine""",
-        site,
-        None if principal.sites is None else sorted(principal.sites),
-    )
-    ids = [m["id"] for m in machines]
-    # Seconds per state in SQL (window functions over the execution and status events): the
-    # same rules as the per-machine route's analytics (tests/api/test_fleet_sql.py checks parity).
-    seconds = await fleet_state_seconds(conn, ids, from_, to, datetime.fromtimestamp(until, UTC))
-    rows, fleet = fleet_states_report(ids, seconds, start=start, end=end)
-    return _serialised(
-        FleetUtilisation,
-        {
-            "from": from_,
-            "to": to,
-            "convention": UTILISATION_CONVENTION,
-            "fleet": fleet,
-            "machines": [
-                {"site": m["site"], "machine": m["machine"], **r}
-                for m, r in zip(machines, rows, strict=True)
-            ],
-        },
-    )
+    scope = None if principal.sites is None else sorted(principal.sites)
+
+    async def compute() -> str:
+        async with connection(api) as conn:
+            machines = await conn.fetch(
+                """SELECT id, site, machine FROM machine
+                    WHERE ($1::text IS NULL OR site = $1) AND ($2::text[] IS NULL OR site = ANY($2))
+                    ORDER BY site, machine""",
+                site,
+                scope,
+            )
+            ids = [m["id"] for m in machines]
+            # Seconds per state in SQL (window functions over the execution and status events):
+            # the same rules as the per-machine route's analytics (tests/api/test_fleet_sql.py).
+            seconds = await fleet_state_seconds(
+                conn, ids, from_, to, datetime.fromtimestamp(until, UTC)
+            )
+        rows, fleet = fleet_states_report(ids, seconds, start=start, end=end)
+        return FleetUtilisation.model_validate(
+            {
+                "from": from_,
+                "to": to,
+                "convention": UTILISATION_CONVENTION,
+                "fleet": fleet,
+                "machines": [
+                    {"site": m["site"], "machine": m["machine"], **r}
+                    for m, r in zip(machines, rows, strict=True)
+                ],
+            }
+        ).model_dump_json(by_alias=True)
+
+    if until < end:
+        # The window reaches past now: its data ends at this request's own now, which no other
+        # request shares.
+        body = await compute()
+    else:
+        # The window as written (its offsets are echoed in the answer), the site asked for and
+        # the key's scope: everything the answer depends on.
+        key = (from_.isoformat(), to.isoformat(), site, None if scope is None else tuple(scope))
+        body = await api.fleet_flights.run(key, compute)
+    return Response(body, media_type="application/json")
 
 
 class TimeModelPublic(BaseModel):

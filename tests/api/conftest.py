@@ -78,6 +78,9 @@ def api_settings(api_database: str, mqtt_settings: Any) -> ApiSettings:
         # Tests write state with SQL and read it back at once; the list's snapshot has its own
         # test (test_machines.py).
         api_list_cache_s=0,
+        # Likewise keys are revoked with SQL and must answer 401 at once; the cache of verified
+        # keys has its own test (test_auth.py).
+        api_auth_cache_s=0,
     )
 
 

@@ -154,3 +154,57 @@ def test_rate_limit_answers_429_with_retry_after(
         assert error_of(response)["code"] == "rate_limited"
         assert 1 <= int(response.headers["Retry-After"]) <= 2
         assert httpx.get(f"{url}/healthz").status_code == 200  # probes are not limited
+
+
+def test_key_cache_forgets_a_key_after_its_ttl_and_keeps_only_valid_keys() -> None:
+    from api.keycache import KeyCache, VerifiedKey
+
+    now = [100.0]
+    cache = KeyCache(2.0, max_keys=2, clock=lambda: now[0])
+    a, b, c = generate_key(), generate_key(), generate_key()
+    seen = VerifiedKey(key_id=a.key_id, name="a", role="viewer", sites=frozenset({"s"}))
+    cache.put(a.key, seen, read_at=now[0] - 0.5)  # the clock read before the query counts
+    assert cache.get(a.key) == seen and cache.get(b.key) is None
+    assert cache.get(a.key + "x") is None  # only the very key that was verified
+    now[0] += 1.4
+    assert cache.get(a.key) == seen
+    now[0] += 0.1  # 2 s after the read
+    assert cache.get(a.key) is None
+    for k in (a, b, c):  # bounded: a third key starts the cache over
+        cache.put(k.key, seen, read_at=now[0])
+    assert cache.get(a.key) is None and cache.get(c.key) == seen
+    off = KeyCache(0.0)
+    off.put(a.key, seen, read_at=0.0)
+    assert off.get(a.key) is None
+
+
+@pytest.mark.services
+def test_revocation_takes_effect_within_the_key_cache_ttl(
+    api_settings: ApiSettings, api_database: str
+) -> None:
+    import psycopg
+
+    from tests.api.conftest import make_key
+
+    ttl = 2.0  # long enough for the request right after the revocation on a loaded box
+    key = make_key(api_database, "viewer", "cached")
+    with (
+        serve(api_settings.model_copy(update={"api_auth_cache_s": ttl})) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client,
+    ):
+        assert client.get("/api/v1/signals").status_code == 200
+        with psycopg.connect(api_database, autocommit=True) as conn:
+            conn.execute("UPDATE api_key SET revoked_at = now() WHERE id = %s", [key_id_of(key)])
+        revoked_at = time.monotonic()
+        # Trusted from the cache until the TTL has passed since the key was read ...
+        assert client.get("/api/v1/signals").status_code == 200
+        # ... and refused once it has, whichever request comes first after it.
+        while True:
+            answer = client.get("/api/v1/signals")
+            if answer.status_code != 200:
+                break
+            assert time.monotonic() - revoked_at < ttl, "revoked key still accepted after the TTL"
+            time.sleep(0.05)
+        assert answer.status_code == 401 and error_of(answer)["code"] == "revoked_key"
+        # A revoked key is never remembered: it stays refused.
+        assert client.get("/api/v1/signals").status_code == 401
