@@ -34,7 +34,8 @@ ROLLUPS: dict[str, timedelta] = {"sample_1m": timedelta(minutes=1), "sample_1h":
 #: (migration 0005's trigger).
 STATE_HOURS_SETTLE = timedelta(minutes=5)
 #: Hours stored per run in each direction (new hours; history on the first runs): about a second
-#: of database time per day of a 1,000-machine fleet, so one run stays short.
+#: of database time per day of a 1,000-machine fleet (and half a second for its hour boundaries,
+#: migration 0006), so one run stays short.
 STATE_HOURS_STEP = timedelta(days=1)
 
 _GAPS_SQL = """
@@ -137,9 +138,11 @@ async def refresh_state_hours(
     settle: timedelta = STATE_HOURS_SETTLE,
     step: timedelta = STATE_HOURS_STEP,
 ) -> None:
-    """Keep `state_hour` (migration 0005): recompute machines marked dirty by late events, then
-    extend the stored hours by up to `step` forward (to the last hour ended `settle` ago) and
-    backward (to the oldest execution or status event). Call inside a transaction."""
+    """Keep `state_hour` (migration 0005) and the state in force at each of its hours' starts,
+    `state_edge` (0006; both written by state_hour_refresh): recompute machines marked dirty by
+    late events, then extend the stored hours by up to `step` forward (to the last hour ended
+    `settle` ago) and backward (to the oldest execution or status event). Call inside a
+    transaction."""
     if await conn.fetchval("SELECT to_regclass('state_range') IS NULL"):
         return  # a database not migrated to 0005 yet (ingest --no-migrate)
     # Marks first: the events behind every mark taken here are visible to the statements below.

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from analytics.states import EXECUTION
 from api.keys import Role
 from api.machines import fetch_signal, utilisation_report
 from api.window import window_bounds
@@ -165,6 +166,36 @@ def test_fleet_sql_equals_the_analytics_from_events_and_stored_hours(
         after = _check(site, viewer, w, want[w])
         if w in past:  # whole microseconds: the stored hours add up to exactly the same answer
             assert after == before[w]
+
+
+_CODES = {"READY": 1, "ACTIVE": 2, "INTERRUPTED": 3, "FEED_HOLD": 4, "STOPPED": 5,
+          "OPTIONAL_STOP": 6, "PROGRAM_STOPPED": 7, "PROGRAM_COMPLETED": 8, "WAIT": 9}  # fmt: skip
+
+
+def test_stored_hour_boundaries_hold_the_state_in_force_there(site: str, api_database: str) -> None:
+    """state_edge (migration 0006), which the windows' edges read, against the events: at each
+    stored boundary, the latest execution and status at or before it."""
+    _run_job(api_database)
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        assert list(_CODES) == [w for w in EXECUTION if w != "UNAVAILABLE"]
+        events = conn.execute(
+            "SELECT e.machine_id, e.signal, e.ts, e.value FROM event e JOIN machine m "
+            "ON m.id = e.machine_id WHERE m.site = %s AND e.signal IN ('execution', 'status') "
+            "ORDER BY e.ts",
+            [site],
+        ).fetchall()
+        edges = conn.execute(
+            "SELECT g.machine_id, g.hour, g.ex, g.st FROM state_edge g JOIN machine m "
+            "ON m.id = g.machine_id WHERE m.site = %s",
+            [site],
+        ).fetchall()
+    assert len(edges) >= MACHINES * 24
+    for mid, hour, ex, st in edges:
+        # in time order: the latest of each signal wins
+        last = {signal: value for m, signal, ts, value in events if m == mid and ts <= hour}
+        want_ex = _CODES.get(last["execution"] or "", 0) if "execution" in last else None
+        want_st = int(last["status"] == "online") if "status" in last else None
+        assert (ex, st) == (want_ex, want_st), (mid, hour)
 
 
 def test_a_late_event_in_a_stored_hour_counts_at_once_and_after_the_job(
