@@ -3,57 +3,80 @@
 ``protocol.decode_telemetry`` builds a pydantic model per message and calls back into Python
 for every sample's values (~2-3 µs per value here); ingest then walks the model again to build
 the wide rows. Almost every message ingest sees has one shape: catalogue telemetry signals with
-finite numbers (or null). :func:`fast_telemetry` checks exactly that shape on the ``orjson``
-objects and builds the rows in the same pass (~0.3 µs per value).
+finite numbers (or null). :func:`fast_telemetry` decodes exactly that shape with ``msgspec``
+into typed structs whose fields are the `sample` columns, so the types, the unknown names, the
+bounds and the timestamp shape are all checked in C while the JSON is parsed, and a row is one
+C-level ``astuple`` (~0.1 µs per value in all, a sixth of the ``orjson`` + Python walk before).
 
 It only ever *accepts* a payload that ``decode_telemetry`` accepts, with the same rows; anything
-it is not sure of (vendor signals, strings, booleans, an int signal, a bad field, a payload too
-large, not JSON ...) returns ``None`` and the caller runs the protocol's decoder, which decides
-and words the error. So acceptance rules and error messages stay the protocol's by construction;
+it is not sure of (vendor signals, strings, booleans, a bad field, a payload too large, not
+JSON ...) returns ``None`` and the caller runs the protocol's decoder, which decides and words
+the error. So acceptance rules and error messages stay the protocol's by construction;
 ``tests/ingest/test_fast.py`` checks the equivalence with hypothesis.
+
+Rows carry NaN for a signal the sample does not have (msgspec's default for an absent field)
+and ``None`` for an explicit null; both are stored as NULL (``ingest.copybinary``), and NaN can
+never be a value: JSON has no NaN and the protocol refuses non-finite numbers.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import orjson
+import msgspec
 
 from ingest.records import WIDE_SIGNALS, WideRow
 from protocol import CATALOGUE, MAX_SAMPLES, MAX_SIGNALS_PER_SAMPLE, Dtype, SignalChannel
 
-__all__ = ["FastTelemetry", "fast_telemetry"]
+__all__ = ["ABSENT", "FastTelemetry", "fast_telemetry"]
 
-#: Catalogue telemetry signals of type float that have a `sample` column: the only names the
-#: fast path accepts (an int is a valid value for them, a bool or a string is not).
-_FLOAT_WIDE = frozenset(
-    name
-    for name in WIDE_SIGNALS
-    if name in CATALOGUE
+# The fast path's columns must all be float telemetry signals (an int is a valid value for them,
+# converted exactly as float(); a bool or a string is not, and makes msgspec refuse).
+assert all(
+    name in CATALOGUE
     and CATALOGUE[name].channel is SignalChannel.TELEMETRY
     and CATALOGUE[name].dtype is Dtype.FLOAT
-)
-_TOP_KEYS = frozenset({"v", "session", "seq", "historical", "samples"})
-_REQUIRED = frozenset({"v", "session", "seq", "samples"})
-_SAMPLE_KEYS = frozenset({"ts", "values"})
-_NUMBERS = frozenset({float, int})
-_NUMBERS_OR_NULL = frozenset({float, int, type(None)})
-# protocol.models.SessionId's pattern (pydantic's Rust regex: ``$`` is the end of the text).
-_SESSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+    for name in WIDE_SIGNALS
+), "a non-float sample column needs its own type in _Values"
+assert len(WIDE_SIGNALS) <= MAX_SIGNALS_PER_SAMPLE
+
+#: What a row holds for a signal the sample does not carry (one object: counted by identity).
+ABSENT = float("nan")
 _SEQ_MAX = 2**63 - 1
-# A row is built by one C-level lookup of every column in the sample's values laid over nulls.
-_NULLS: dict[str, Any] = dict.fromkeys(WIDE_SIGNALS)
-_ROW = itemgetter("\0ts", *WIDE_SIGNALS)
+# protocol.models.SessionId's pattern; msgspec searches, so both ends are anchored (\Z: a
+# trailing newline is not the end).
+_SESSION = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z"
 # The timestamps producers send (``Z``, up to µs, ASCII digits): a subset of what
-# ``protocol.timestamps.parse_timestamp`` accepts, read by the C parser with the same result at
-# a third of the cost. Anything else (offsets, nanoseconds, other digits) goes the slow way.
-_TS_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z", re.ASCII)
+# ``protocol.timestamps.parse_timestamp`` accepts, read by the C parser with the same result.
+# Anything else (offsets, nanoseconds, other digits) goes the slow way.
+_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z\Z"
+
+_Values = msgspec.defstruct(
+    "_Values",
+    [(name, float | None, ABSENT) for name in WIDE_SIGNALS],
+    forbid_unknown_fields=True,
+)
+
+
+class _Sample(msgspec.Struct, forbid_unknown_fields=True):
+    ts: Annotated[str, msgspec.Meta(pattern=_TIMESTAMP)]
+    values: _Values  # type: ignore[valid-type]
+
+
+class _Telemetry(msgspec.Struct, forbid_unknown_fields=True):
+    v: Literal[1]
+    session: Annotated[str, msgspec.Meta(pattern=_SESSION)]
+    seq: Annotated[int, msgspec.Meta(ge=0, le=_SEQ_MAX)]
+    samples: Annotated[list[_Sample], msgspec.Meta(min_length=1, max_length=MAX_SAMPLES)]
+    historical: bool = False
+
+
+_decode = msgspec.json.Decoder(_Telemetry).decode
+_astuple = msgspec.structs.astuple
 _from_iso = datetime.fromisoformat
+_N_COLUMNS = len(WIDE_SIGNALS)
 
 
 @dataclass(slots=True)
@@ -70,96 +93,29 @@ class FastTelemetry:
     n_values: int
 
 
-class _Sessions:
-    """Session ids already seen valid (they repeat for every message of a session)."""
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self._ok: set[str] = set()
-        self._limit = limit
-
-    def valid(self, session: Any) -> bool:
-        if type(session) is not str:
-            return False
-        if session in self._ok:
-            return True
-        if _SESSION_RE.fullmatch(session) is None:
-            return False
-        if len(self._ok) >= self._limit:
-            self._ok.clear()
-        self._ok.add(session)
-        return True
-
-
-_sessions = _Sessions()
-
-
 def fast_telemetry(payload: bytes, max_bytes: int) -> FastTelemetry | None:
     """The rows of ``payload`` if it is valid telemetry of the common shape, else ``None``
     (which says nothing about validity: run ``protocol.decode_telemetry`` to know)."""
     if len(payload) > max_bytes:
         return None
     try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if type(obj) is not dict or not (_REQUIRED <= obj.keys() <= _TOP_KEYS):
-        return None
-    v = obj["v"]
-    seq = obj["seq"]
-    samples = obj["samples"]
-    historical = obj.get("historical", False)
-    if (
-        type(v) is not int
-        or v != 1
-        or type(seq) is not int
-        or not 0 <= seq <= _SEQ_MAX
-        or type(historical) is not bool
-        or type(samples) is not list
-        or not 0 < len(samples) <= MAX_SAMPLES
-        or not _sessions.valid(obj["session"])
-    ):
+        msg = _decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     rows: list[WideRow] = []
     n = 0
-    nulls = _NULLS
-    row_of = _ROW
-    wide = _FLOAT_WIDE
-    numbers = _NUMBERS
-    ts_shape = _TS_SHAPE.fullmatch
-    for sample in samples:
-        if type(sample) is not dict or sample.keys() != _SAMPLE_KEYS:
-            return None
-        values = sample["values"]
-        text = sample["ts"]
-        if (
-            type(values) is not dict
-            or not 0 < len(values) <= MAX_SIGNALS_PER_SAMPLE
-            or not values.keys() <= wide
-            or type(text) is not str
-        ):
-            return None
-        kinds = set(map(type, values.values()))
-        if kinds <= numbers:
-            # orjson never yields NaN or infinity; the check stays in case that ever changes
-            # (a sum of finite numbers that overflows only sends the message the slow way).
-            if not math.isfinite(sum(values.values())):
+    absent = ABSENT
+    try:
+        for sample in msg.samples:
+            values: tuple[Any, ...] = _astuple(sample.values)
+            present = _N_COLUMNS - values.count(absent)
+            if not present:  # "values": {} (the protocol refuses an empty sample)
                 return None
-        elif kinds <= _NUMBERS_OR_NULL:
-            if not math.isfinite(sum(x for x in values.values() if x is not None)):
-                return None
-        else:
-            return None
-        if ts_shape(text) is None:
-            return None
-        try:
-            ts = _from_iso(text)
-        except ValueError:  # 2024-02-30 and the like: the slow path words the error
-            return None
-        merged = {**nulls, **values}
-        merged["\0ts"] = ts
-        rows.append(row_of(merged))
-        n += len(values)
+            n += present
+            rows.append((_from_iso(sample.ts), *values))
+    except ValueError:  # 2024-02-30 and the like: the slow path words the error
+        return None
     stamps = [r[0] for r in rows]
     return FastTelemetry(
-        obj["session"], seq, historical, rows, stamps[0], min(stamps), max(stamps), n
+        msg.session, msg.seq, msg.historical, rows, stamps[0], min(stamps), max(stamps), n
     )

@@ -23,6 +23,7 @@ import asyncpg
 from prometheus_client import start_http_server
 
 from ingest.config import IngestSettings
+from ingest.copybinary import SampleEncodeError
 from ingest.decode import Decoder
 from ingest.jobs import run_jobs
 from ingest.metrics import IngestMetrics
@@ -48,11 +49,12 @@ _KNOWN_DB_FAILURES = (
 
 
 def _is_data_error(exc: BaseException) -> bool:
-    """True if the rows themselves were refused: by the server (SQLSTATE classes 22/23/42) or by
-    asyncpg encoding them (``asyncpg.DataError``). Everything else a commit can raise (connection
-    lost, ``InternalClientError: cannot switch to state ...`` after the server died mid-operation,
-    protocol errors, timeouts, a server starting up) is about the connection, not the data."""
-    if isinstance(exc, asyncpg.DataError):
+    """True if the rows themselves were refused: by the server (SQLSTATE classes 22/23/42) or in
+    encoding them (``asyncpg.DataError``, ``SampleEncodeError``). Everything else a commit can
+    raise (connection lost, ``InternalClientError: cannot switch to state ...`` after the server
+    died mid-operation, protocol errors, timeouts, a server starting up) is about the connection,
+    not the data."""
+    if isinstance(exc, asyncpg.DataError | SampleEncodeError):
         return True
     state = getattr(exc, "sqlstate", None)
     return isinstance(exc, asyncpg.PostgresError) and str(state)[:2] in _DATA_ERROR_CLASSES

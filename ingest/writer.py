@@ -12,6 +12,7 @@ conflict.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ingest.records import WIDE_SIGNALS, Accepted, DecodedBatch, EventRow
+from ingest.copybinary import sample_copy
+from ingest.records import WIDE_SIGNALS, Accepted, DecodedBatch, EventRow, WideRow
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -225,20 +227,25 @@ class BatchWriter:
         return stats
 
     async def _copy_rows(self, fresh: list[Accepted], stats: WriteStats) -> None:
-        wide: list[tuple[Any, ...]] = []
+        wide: list[WideRow] = []
+        wide_ids: list[int] = []
         extra: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         for a in fresh:
             mid = self.id_of(a.site, a.machine)
             stats.values += a.n_values
+            wide.extend(a.wide)
+            wide_ids.extend([mid] * len(a.wide))
             prefix = (mid,).__add__  # C-level tuple concatenation: no Python frame per row
-            wide.extend(map(prefix, a.wide))
             extra.extend(map(prefix, a.extra))
             events.extend(_event_record(mid, e, a.received) for e in a.events)
         assert stats.rows is not None
         conn = self._conn
         if wide:
-            await conn.copy_records_to_table("sample", records=wide, columns=SAMPLE_COLUMNS)
+            copy = sample_copy(wide_ids, wide)
+            await conn.copy_to_table(
+                "sample", source=io.BytesIO(copy.data), columns=copy.columns, format="binary"
+            )
             stats.rows["sample"] = len(wide)
         if extra:
             await conn.copy_records_to_table("sample_extra", records=extra, columns=EXTRA_COLUMNS)
