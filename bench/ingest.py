@@ -422,9 +422,7 @@ def _committed(url: str) -> int:
 def _histogram(ports: list[int], name: str) -> list[tuple[float, float]]:
     buckets: dict[float, float] = {}
     for port in ports:
-        # name[] restricts the exposition to the one counter (the whole page costs the worker
-        # milliseconds of CPU, and this is read many times a second).
-        url = f"http://127.0.0.1:{port}/metrics?name[]=arbor_ingest_messages_total"
+        url = f"http://127.0.0.1:{port}/metrics?name[]={name}_bucket"
         with urllib.request.urlopen(url, timeout=5) as r:
             for line in r.read().decode().splitlines():
                 if line.startswith(f"{name}_bucket"):
