@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
 
 import asyncpg
@@ -210,6 +210,8 @@ Public = Annotated[None, Depends(PublicRoute())]
 class MachineRef:
     site: str
     machine: str
+    #: the registry's id when the lookup read it (resolve_machine), saving a second query
+    id: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.site}:{self.machine}"
@@ -220,11 +222,11 @@ async def resolve_machine(conn: asyncpg.Connection, principal: Principal, ref: s
     site, sep, machine = ref.partition(":")
     if sep:
         rows = await conn.fetch(
-            "SELECT site, machine FROM machine WHERE site = $1 AND machine = $2", site, machine
+            "SELECT id, site, machine FROM machine WHERE site = $1 AND machine = $2", site, machine
         )
     else:
         machine = site
-        rows = await conn.fetch("SELECT site, machine FROM machine WHERE machine = $1", machine)
+        rows = await conn.fetch("SELECT id, site, machine FROM machine WHERE machine = $1", machine)
         visible = [r for r in rows if principal.may_see(r["site"])]
         if len(visible) > 1:
             sites = ", ".join(sorted(r["site"] for r in visible))
@@ -236,7 +238,7 @@ async def resolve_machine(conn: asyncpg.Connection, principal: Principal, ref: s
         rows = visible or rows
     if not rows:
         raise NotFoundError(f"no machine {ref!r}", code="machine_not_found", field="machine")
-    found = MachineRef(rows[0]["site"], rows[0]["machine"])
+    found = MachineRef(rows[0]["site"], rows[0]["machine"], rows[0]["id"])
     if not principal.may_see(found.site):
         raise ForbiddenError(
             f"this key is not scoped to site {found.site!r}", code="site_forbidden"

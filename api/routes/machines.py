@@ -143,6 +143,8 @@ def _serialised(model: type[BaseModel], content: dict[str, Any]) -> Response:
 
 
 async def _mid(conn: Conn, ref: MachineRef) -> int:
+    if ref.id is not None:
+        return ref.id
     mid = await machine_id(conn, ref.site, ref.machine)
     assert mid is not None  # resolve_machine found the row
     return mid
