@@ -3,7 +3,10 @@
 #   1. Debian packages (Mosquitto, PostgreSQL 15 with server headers, build tools);
 #   2. TimescaleDB built from Debian's own source package (Debian 13's 2.19.3, Apache-2 edition),
 #      fetched through a private apt directory so the system's sources are never changed;
-#   3. a virtual environment in .venv with the project installed from uv.lock.
+#   3. the Mosquitto broker built the same way from Debian 13's source (2.0.21: bookworm's
+#      2.0.11 segfaulted under load), installed as /usr/local/sbin/mosquitto, ahead of Debian's
+#      /usr/sbin/mosquitto on root's PATH;
+#   4. a virtual environment in .venv with the project installed from uv.lock.
 # Every step checks first and does nothing when its result is already there, so a second run takes
 # a second or two. Both `make demo` and `make test` start with it.
 set -euo pipefail
@@ -12,6 +15,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 state="${ARBOR_STATE_DIR:-$here/.arbor}"
 pg_version=15
 tsdb_suite=trixie          # Debian 13: its timescaledb source is 2.19.3, which builds against PG 15
+                           # and its mosquitto source 2.0.21
+mqtt_min_version=2.0.18    # the first with upstream's fix for crashes on subscribe (#2881, #2885)
+mqtt_bin=/usr/local/sbin/mosquitto
 uv_version=0.13.8
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -48,6 +54,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$created_policy" = 1 ] && rm -f "$policy"
 fi
 
+# Debian 13 source packages come through a private apt directory: its deb-src entry points at the
+# same Debian mirror the system already uses, so nothing outside this checkout changes and no host
+# name is hard-coded. Sets apt_opts for `apt-get "${apt_opts[@]}" source ...`.
+apt_opts=()
+private_apt() {
+    [ ${#apt_opts[@]} -gt 0 ] && return 0
+    local apt_dir="$state/build/apt" mirror
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+    mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v security | head -n1)
+    if [ -z "$mirror" ]; then
+        mirror=$(awk '$1=="deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    fi
+    [ -n "$mirror" ] || { echo "setup: no Debian mirror found in the apt sources" >&2; exit 1; }
+    printf 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
+        "$mirror" "$tsdb_suite" >"$apt_dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
+              -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root")
+    log "reading Debian $tsdb_suite's source index"
+    apt-get "${apt_opts[@]}" update -qq
+}
+
 # --- 2. TimescaleDB from Debian's source package ---------------------------------------------------
 pg_config="/usr/lib/postgresql/$pg_version/bin/pg_config"
 ext_dir=$("$pg_config" --sharedir)/extension
@@ -56,23 +84,8 @@ if [ -f "$ext_dir/timescaledb.control" ]; then
 else
     need_root "building TimescaleDB"
     build="$state/build/timescaledb"
-    apt_dir="$state/build/apt"
-    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$build"
-    # The deb-src entry lives in our private apt directory and points at the same Debian mirror the
-    # system already uses, so nothing outside this checkout changes and no host name is hard-coded.
-    mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v security | head -n1)
-    if [ -z "$mirror" ]; then
-        mirror=$(awk '$1=="deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-    fi
-    [ -n "$mirror" ] || { echo "setup: no Debian mirror found in the apt sources" >&2; exit 1; }
-    cat >"$apt_dir/sources.list" <<EOF
-deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $tsdb_suite main
-EOF
-    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
-              -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root")
+    private_apt
     log "fetching the timescaledb source package from Debian $tsdb_suite"
-    apt-get "${apt_opts[@]}" update -qq
     rm -rf "$build" && mkdir -p "$build"
     (cd "$build" && apt-get "${apt_opts[@]}" source -qq --download-only timescaledb >/dev/null \
         && dpkg-source --no-check -x timescaledb_*.dsc src >/dev/null)
@@ -90,7 +103,39 @@ EOF
     log "TimescaleDB installed into $ext_dir"
 fi
 
-# --- 3. the project's virtual environment ---------------------------------------------------------
+# --- 3. Mosquitto from Debian's source package ----------------------------------------------------
+# Only the broker is built (no docs, websockets, dynsec/cJSON, systemd, tcp-wrappers: Arbor uses
+# none of them); Debian's mosquitto package stays installed for its `mosquitto` user.
+mqtt_version() { { "$1" -h 2>/dev/null || true; } | sed -n '1s/^mosquitto version \([0-9.]*\).*/\1/p'; }
+have=$( [ -x "$mqtt_bin" ] && mqtt_version "$mqtt_bin" || true)
+if [ -n "$have" ] && dpkg --compare-versions "$have" ge "$mqtt_min_version"; then
+    log "Mosquitto $have already built ($mqtt_bin)"
+else
+    need_root "building Mosquitto"
+    private_apt
+    build="$state/build/mosquitto"
+    rm -rf "$build" && mkdir -p "$build"
+    log "fetching the mosquitto source package from Debian $tsdb_suite"
+    (cd "$build" && apt-get "${apt_opts[@]}" source -qq --download-only mosquitto >/dev/null \
+        && dpkg-source --no-check -x mosquitto_*.dsc src >/dev/null)
+    log "building the Mosquitto broker"
+    make -C "$build/src/src" -j"$(nproc)" WITH_DOCS=no WITH_WEBSOCKETS=no WITH_CJSON=no \
+        WITH_SYSTEMD=no WITH_SRV=no WITH_DLT=no WITH_WRAP=no WITH_TLS=yes \
+        >"$build/build.log" 2>&1 || {
+            echo "setup: the Mosquitto build failed; log in $build/build.log" >&2
+            tail -n 30 "$build/build.log" >&2
+            exit 1
+        }
+    have=$(mqtt_version "$build/src/src/mosquitto")
+    dpkg --compare-versions "${have:-0}" ge "$mqtt_min_version" || {
+        echo "setup: Debian $tsdb_suite's mosquitto is ${have:-unknown}, older than $mqtt_min_version" >&2
+        exit 1
+    }
+    install -D -m 0755 "$build/src/src/mosquitto" "$mqtt_bin"
+    log "Mosquitto $have installed as $mqtt_bin"
+fi
+
+# --- 4. the project's virtual environment ---------------------------------------------------------
 tools="$state/tools"
 if [ ! -x "$tools/bin/uv" ] || [ "$("$tools/bin/uv" --version | cut -d' ' -f2)" != "$uv_version" ]; then
     log "installing uv $uv_version (the lock file's installer) into $tools"

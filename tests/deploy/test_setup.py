@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 
@@ -24,7 +25,10 @@ def test_second_setup_changes_nothing_and_is_quick() -> None:
     elapsed = time.monotonic() - started
     assert res.returncode == 0, res.stderr
     assert "TimescaleDB already installed (2.19.3)" in res.stdout
-    assert "installing" not in res.stdout  # no package, uv or TimescaleDB install on a warm run
+    assert "Mosquitto 2.0.21 already built (/usr/local/sbin/mosquitto)" in res.stdout
+    # no package, uv, TimescaleDB or Mosquitto install (nor a source index read) on a warm run
+    assert "installing" not in res.stdout and "building" not in res.stdout
+    assert "source index" not in res.stdout
     assert "ready: Python 3.11" in res.stdout
     assert elapsed < 30, f"a warm set-up took {elapsed:.1f} s"
 
@@ -37,6 +41,16 @@ def test_ci_runs_make_test_and_nothing_else() -> None:
     ]
     assert lines[-1] == "exec make test"
     assert all(not line.startswith(("pip", "apt", "make ")) for line in lines[:-1])
+
+
+def test_the_broker_arbor_up_starts_has_upstreams_fix_for_crashes_on_subscribe() -> None:
+    # Debian 12's mosquitto 2.0.11 segfaulted under ingest's load; setup.sh builds Debian 13's
+    # 2.0.21 into /usr/local/sbin, which `arbor up` must find first.
+    found = shutil.which("mosquitto")
+    assert found == "/usr/local/sbin/mosquitto"
+    res = subprocess.run([found, "-h"], capture_output=True, text=True, check=False)
+    version = res.stdout.splitlines()[0].split()[-1]
+    assert tuple(int(x) for x in version.split(".")) >= (2, 0, 18), version
 
 
 def test_setup_installs_what_arbor_up_needs_for_tls() -> None:
