@@ -70,6 +70,9 @@ class IngestSettings(BaseSettings):
     sparkplug_metric_map: dict[str, str] = Field(default_factory=dict)
     #: Only one worker should ask edge nodes to rebirth; by default worker 0.
     sparkplug_rebirth: bool | None = None
+    #: Every worker sees every Sparkplug message; only one records the bad ones as dead letters
+    #: (the others count them as ignored), by default worker 0.
+    sparkplug_dead_letters: bool | None = None
     rebirth_min_interval_s: float = 5.0
 
     # --- jobs ---
@@ -101,6 +104,12 @@ class IngestSettings(BaseSettings):
     def client_id(self) -> str:
         """Stable per worker, so a restarted worker resumes its persistent session."""
         return f"{self.client_id_prefix}-{self.share_group}-{self.worker_index}"
+
+    @property
+    def records_sparkplug_dead_letters(self) -> bool:
+        if self.sparkplug_dead_letters is not None:
+            return self.sparkplug_dead_letters
+        return self.worker_index == 0
 
     @property
     def sends_rebirth(self) -> bool:

@@ -82,6 +82,7 @@ class Decoder:
         self._settings = settings
         self._fast_path = fast_path  # off only to compare against the protocol's decoder
         self._max_bytes = settings.max_payload_bytes
+        self._records_sparkplug_dead = settings.records_sparkplug_dead_letters
         self._future = settings.max_future
         self._past = settings.max_past
         # Each machine's live session (from its last birth) and every session it announced.
@@ -97,7 +98,11 @@ class Decoder:
             out.acks.append(raw.ack)
             try:
                 if raw.topic.startswith("spBv1.0/"):
+                    n_dead = len(out.dead)
                     self.sparkplug.handle(raw, out)
+                    if len(out.dead) > n_dead and not self._records_sparkplug_dead:
+                        del out.dead[n_dead:]  # the worker that records them has its own copy
+                        out.ignored += 1
                 else:
                     n_dead = len(out.dead)
                     self._v1(raw, out)

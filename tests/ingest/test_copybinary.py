@@ -80,7 +80,8 @@ async def _stored_both_ways(
     url: str, table: str, ids: list[int], rows: list[tuple[Any, ...]]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     conn = await asyncpg.connect(url)
-    order = f"SELECT * FROM {table} ORDER BY machine_id, ts, {', '.join(WIDE_SIGNALS)}"
+    # table: "sample" or "sample_plain", this module's own
+    order = f"SELECT * FROM {table} ORDER BY machine_id, ts, {', '.join(WIDE_SIGNALS)}"  # noqa: S608
     try:
         await conn.execute(f"TRUNCATE {table}")
         copy = sample_copy(ids, rows)
@@ -135,7 +136,7 @@ def test_rows_land_in_the_sample_hypertable_as_asyncpg_would_store_them(
 def test_only_columns_with_a_value_in_the_batch_are_sent() -> None:
     spindle = WIDE_SIGNALS.index("spindle_speed")
     rows = [(BASE, *[ABSENT] * WIDTH), (BASE, *[None] * WIDTH)]
-    rows[0] = rows[0][: spindle + 1] + (1500.0,) + rows[0][spindle + 2 :]
+    rows[0] = (*rows[0][: spindle + 1], 1500.0, *rows[0][spindle + 2 :])
     copy = sample_copy([1, 2], rows)
     assert copy.columns == ["machine_id", "ts", "spindle_speed"]
     # header 19 + row (2 + 8 + 12 + 12) + row (2 + 8 + 12 + 4: NULL is its length alone) + 2

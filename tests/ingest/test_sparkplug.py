@@ -127,6 +127,22 @@ def test_host_records_gaps_and_asks_for_rebirth() -> None:
     assert [a.seq for a in out.accepted] == [0, 1, 4], "the data after a gap is still stored"
 
 
+def test_only_worker_0_dead_letters_a_bad_sparkplug_message() -> None:
+    """Every worker sees every Sparkplug message; a dead letter per worker would count one bad
+    message N times."""
+    batch = [
+        _raw(f"spBv1.0/plant/NDATA/{GROUP_NODE}", ndata(5, 5)),  # before any birth
+        Raw(f"spBv1.0/plant/NDATA/{GROUP_NODE}", b"not protobuf", Ack(2, 1, 1), time.time()),
+    ]
+    kinds = ["sparkplug_no_birth", "sparkplug_decode"]
+    for index, recorded in ((0, kinds), (1, [])):
+        out = Decoder(_settings().model_copy(update={"worker_index": index})).decode(batch)
+        assert [d.kind for d in out.dead] == recorded
+        assert out.ignored == 2 - len(recorded)
+    forced = _settings().model_copy(update={"worker_index": 1, "sparkplug_dead_letters": True})
+    assert [d.kind for d in Decoder(forced).decode(batch).dead] == kinds
+
+
 def test_host_refuses_out_of_range_timestamps_before_they_overflow() -> None:
     """Bug 6 of docs/reliability.md: a metric timestamp of 2**62 ms raised OverflowError and
     became an undocumented `internal` dead letter. Now: `timestamp_range`, v1's window."""
@@ -203,8 +219,11 @@ def test_sparkplug_end_to_end(
     pub.flush()
     node = f"spBv1.0/{site}/{{}}/{GROUP_NODE}"
     try:
-        with workers(env, 1):
+        # Two workers: both see every Sparkplug message, the data is stored once (the ledger)
+        # and a bad message dead-lettered once (by worker 0).
+        with workers(env, 2):
             wait_ready(port)
+            wait_ready(port + 1)
             # Data before birth: dead-lettered, and a rebirth is requested.
             pub.publish(node.format("NDATA"), encode_payload(ndata(7, 7)))
             pub.flush()
