@@ -371,18 +371,15 @@ KNOWN_EXECUTION = tuple(w for w in EXECUTION if w != "UNAVAILABLE")
 #: masking is applied on the summed rows: a machine with status events is unknown while not
 #: online (false) and before its first status event (null); one without any is not masked (as
 #: `_status` in Python). Whole microseconds add up exactly, wherever the window is split.
-_STATES_SQL = """
+_STATES_SQL_OF = """
 WITH p AS (
     SELECT machine_id AS id, execution, online, us FROM state_seconds($1::int[], $2, $3, $3, false)
      WHERE $2 < $3
     UNION ALL
     SELECT h.machine_id, h.execution, h.online, h.us FROM state_hour h
      WHERE h.machine_id = ANY($1::int[]) AND h.hour >= $3 AND h.hour < $4
-       AND h.machine_id <> ALL($8::int[])
-    UNION ALL
-    SELECT machine_id, execution, online, us FROM state_seconds($8::int[], $3, $4, $4, false)
-     WHERE $3 < $4 AND cardinality($8::int[]) > 0
-    UNION ALL
+{not_marked}
+    UNION ALL{marked}
     SELECT machine_id, execution, online, us FROM state_seconds($1::int[], $4, $5, $6, false)
      WHERE $4 < $5
 ), s AS (
@@ -396,6 +393,19 @@ WITH p AS (
 )
 SELECT id, json_object_agg(execution, us ORDER BY array_position($7::text[], execution)) AS us
   FROM k GROUP BY id"""
+#: with no machine marked (the usual case) the marked machines' branch is left out altogether
+#: (and $8 with it): even when it reads nothing, its scans over every `event` chunk are started
+#: and excluded on each execution of the generic plan.
+_STATES_SQL = {
+    True: _STATES_SQL_OF.format(
+        not_marked="\n       AND h.machine_id <> ALL($8::int[])",
+        marked="""
+    SELECT machine_id, execution, online, us FROM state_seconds($8::int[], $3, $4, $4, false)
+     WHERE $3 < $4
+    UNION ALL""",
+    ),
+    False: _STATES_SQL_OF.format(not_marked="", marked=""),
+}
 
 #: The stored hours' range (nulls before the job's first run) and the machines of $1 marked by
 #: late events, with each one's earliest marked hour.
@@ -442,9 +452,8 @@ async def fleet_state_seconds(
         # Machines with a mark before the stored hours' end: their hours from events.
         dirty = [m for m, first in zip(span["marked"] or [], span["first"] or [], strict=True)
                  if first < b]  # fmt: skip
-        rows = await conn.fetch(
-            _STATES_SQL, ids, start, a, b, end, until, list(KNOWN_EXECUTION), dirty
-        )
+        args = [ids, start, a, b, end, until, list(KNOWN_EXECUTION)]
+        rows = await conn.fetch(_STATES_SQL[bool(dirty)], *args, *([dirty] if dirty else []))
     out: dict[int, dict[str, float]] = {}
     for r in rows:
         us = r["us"]
