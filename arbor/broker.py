@@ -8,7 +8,10 @@ file and ACL file are rendered from it and the broker is told to reload (SIGHUP)
 - ``machine``: one controller (an i5 speaking MQTT natively) publishes only its own
   ``arbor/v1/{site}/{machine}/{status,telemetry,event,reply/...}`` (never a ``cmd/``: only services
   send commands) and reads only its own ``cmd/`` topics;
-- ``gateway``: an edge box, the union of the machine rights of the machines it serves.
+- ``gateway``: an edge box, the union of the machine rights of the machines it serves;
+- ``sparkplug``: a Sparkplug B edge node (group, edge node id): publishes only its own
+  ``N{BIRTH,DATA,DEATH}`` and its devices' ``D{BIRTH,DATA,DEATH}``, reads only the commands
+  addressed to it and its devices, and the host applications' ``STATE``.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from arbor.errors import ProvisioningError
 from arbor.mqttprobe import try_connect
 
 __all__ = [
+    "ROLES",
     "Principal",
     "Registry",
+    "edge_node_username",
     "ensure_machines",
     "ensure_principal",
     "mosquitto_password_hash",
@@ -41,11 +46,15 @@ __all__ = [
     "render_password_file",
 ]
 
-Role = Literal["service", "machine", "gateway"]
+Role = Literal["service", "machine", "gateway", "sparkplug"]
+ROLES: tuple[Role, ...] = ("service", "machine", "gateway", "sparkplug")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SERVICE_USER = "arbor-service"
 # What a machine (or a gateway, for each of its machines) may publish under its own prefix.
 _MACHINE_WRITES = ("status", "telemetry", "event", "reply/#")
+# What a Sparkplug edge node may publish for itself and for its devices.
+_NODE_WRITES = ("NBIRTH", "NDATA", "NDEATH")
+_DEVICE_WRITES = ("DBIRTH", "DDATA", "DDEATH")
 # Mosquitto 2.0's own default for `mosquitto_passwd`: PBKDF2-SHA512, 101 iterations, 12-byte salt.
 _PBKDF2_ITERATIONS = 101
 
@@ -81,12 +90,12 @@ class Principal:
         machines = data.get("machines", [])
         assert isinstance(machines, list)
         role = str(data["role"])
-        if role not in ("service", "machine", "gateway"):
+        if role not in ROLES:
             raise ProvisioningError(f"broker registry: user {username!r} has unknown role {role!r}")
         return cls(
             username=username,
             password=str(data["password"]),
-            role=role,  # type: ignore[arg-type]  # checked just above
+            role=role,  # checked just above
             machines=[(str(s), str(m)) for s, m in machines],
             password_hash=str(data.get("password_hash", "")),
         )
@@ -95,6 +104,12 @@ class Principal:
 def machine_username(site: str, machine: str) -> str:
     """A machine's broker user name: `site.machine` (both ids are free of dots by the contract)."""
     return f"{site}.{machine}"
+
+
+def edge_node_username(group: str, node: str) -> str:
+    """A Sparkplug edge node's broker user name: `spb.group.node` (three parts: never a
+    machine's)."""
+    return f"spb.{group}.{node}"
 
 
 class Registry:
@@ -153,6 +168,15 @@ def render_acl(registry: Registry) -> str:
         lines.append(f"user {p.username}")
         if p.role == "service":
             lines += ["topic readwrite arbor/#", "topic readwrite spBv1.0/#", "topic read $SYS/#"]
+        elif p.role == "sparkplug":
+            for group, node in p.machines:
+                # Only host applications command (NCMD/DCMD), and only this node's topics and its
+                # devices' (the fifth level) are its own; NDEATH is also its Last Will.
+                lines += [f"topic write spBv1.0/{group}/{kind}/{node}" for kind in _NODE_WRITES]
+                lines += [f"topic write spBv1.0/{group}/{kind}/{node}/+" for kind in _DEVICE_WRITES]
+                lines += [f"topic read spBv1.0/{group}/NCMD/{node}",
+                          f"topic read spBv1.0/{group}/DCMD/{node}/+"]  # fmt: skip
+            lines.append("topic read spBv1.0/STATE/+")
         else:
             for site, machine in p.machines:
                 prefix = f"arbor/v1/{site}/{machine}"
@@ -241,39 +265,49 @@ def ensure_principal(
 
 
 def ensure_machines(
-    pairs: Iterable[tuple[str, str]], settings: StackSettings | None = None
+    pairs: Iterable[tuple[str, str]],
+    settings: StackSettings | None = None,
+    *,
+    sparkplug: bool = False,
 ) -> dict[tuple[str, str], tuple[str, str]]:
-    """Credentials for natively connected machines, created where missing.
+    """Credentials for natively connected machines (or, with ``sparkplug``, Sparkplug B edge
+    nodes: the pairs are (group, edge node id)), created where missing.
 
-    Returns (site, machine) -> (username, password). Also keeps `.arbor/secrets/machines.json`
-    (`{"site/machine": {"username", "password"}}`) for processes that read credentials from a file.
+    Returns pair -> (username, password). Also keeps `.arbor/secrets/machines.json`
+    (`{"site/machine": {"username", "password"}}`, edge nodes as `"spBv1.0/group/node"`) for
+    processes that read credentials from a file.
     """
     settings = settings or StackSettings()
     registry = Registry(registry_path(settings))
     wanted = list(dict.fromkeys(pairs))
+    role: Role = "sparkplug" if sparkplug else "machine"
+    username = edge_node_username if sparkplug else machine_username
     changed = False
-    for site, machine in wanted:
-        changed |= registry.add(machine_username(site, machine), "machine", [(site, machine)])
+    for a, b in wanted:
+        changed |= registry.add(username(a, b), role, [(a, b)])
     if changed:
         registry.save()
         write_broker_files(settings, registry)
     out: dict[tuple[str, str], tuple[str, str]] = {}
-    for site, machine in wanted:
-        p = registry.principals[machine_username(site, machine)]
-        out[(site, machine)] = (p.username, p.password)
+    for a, b in wanted:
+        p = registry.principals[username(a, b)]
+        out[(a, b)] = (p.username, p.password)
     if changed:
         _write_machines_file(settings, registry)
         if reload_broker(settings) and wanted:
-            _wait_accepted(settings, registry.principals[machine_username(*wanted[-1])])
+            _wait_accepted(settings, registry.principals[username(*wanted[-1])])
     return out
 
 
 def _write_machines_file(settings: StackSettings, registry: Registry) -> None:
+    prefix = {"machine": "", "sparkplug": "spBv1.0/"}
     data = {
-        f"{p.machines[0][0]}/{p.machines[0][1]}": {"username": p.username, "password": p.password}
+        f"{prefix[p.role]}{p.machines[0][0]}/{p.machines[0][1]}": {
+            "username": p.username, "password": p.password,
+        }
         for p in registry.principals.values()
-        if p.role == "machine" and p.machines
-    }
+        if p.role in prefix and p.machines
+    }  # fmt: skip
     path = settings.secrets_dir / "machines.json"
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -3,6 +3,7 @@
     arbor up | down | status [--json]       the local PostgreSQL + TimescaleDB and Mosquitto
     arbor migrate                           apply the database migrations to ARBOR_DATABASE_URL
     arbor machines add SITE/MACHINE ...     broker credentials for natively connected machines
+    arbor machines add --sparkplug GROUP/NODE ...   and for Sparkplug B edge nodes
     arbor demo                              the stack up and a simulated factory running
     arbor sim | gateway | ingest | alerts | api | check | apikey ...   the processes themselves
 
@@ -105,20 +106,22 @@ def _cmd_migrate(settings: StackSettings, args: argparse.Namespace) -> int:
 def _cmd_machines(settings: StackSettings, args: argparse.Namespace) -> int:
     from arbor.broker import ensure_machines
 
+    shape = "GROUP/NODE" if args.sparkplug else "SITE/MACHINE"
     pairs: list[tuple[str, str]] = []
     for item in args.machines:
         site, sep, machine = item.partition("/")
         if not sep:
-            print(f"arbor machines add: expected SITE/MACHINE, got {item!r}", file=sys.stderr)
+            print(f"arbor machines add: expected {shape}, got {item!r}", file=sys.stderr)
             return 2
         pairs.append((site, machine))
     try:
-        creds = ensure_machines(pairs, settings)
+        creds = ensure_machines(pairs, settings, sparkplug=args.sparkplug)
     except ValueError as exc:
         print(f"arbor machines add: {exc}", file=sys.stderr)
         return 2
+    kind = "Sparkplug edge node " if args.sparkplug else ""
     for (site, machine), (user, _pw) in creds.items():
-        print(f"{site}/{machine}: broker user {user}")
+        print(f"{kind}{site}/{machine}: broker user {user}")
     print(f"passwords: {settings.secrets_dir / 'machines.json'}")
     return 0
 
@@ -142,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     msub = m.add_subparsers(dest="action", required=True)
     add = msub.add_parser("add", help="create credentials (idempotent)")
     add.add_argument("machines", nargs="+", metavar="SITE/MACHINE")
+    add.add_argument(
+        "--sparkplug",
+        action="store_true",
+        help="the items are Sparkplug B edge nodes, GROUP/NODE: publish their own N*/D* "
+        "births, data and deaths, read their own NCMD/DCMD and the hosts' STATE",
+    )
     d = sub.add_parser("demo", help="start everything and run a simulated factory")
     d.add_argument(
         "--rate", type=float, default=2.0, help="simulated samples per second per machine (2)"

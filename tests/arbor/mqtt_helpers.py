@@ -165,8 +165,10 @@ class TlsBroker:
     def url(self, tls: bool = True) -> str:
         return stack.mqtt_tls_url(self.settings) if tls else stack.mqtt_url(self.settings)
 
-    def machines(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
-        return ensure_machines(pairs, self.settings)
+    def machines(
+        self, pairs: list[tuple[str, str]], sparkplug: bool = False
+    ) -> dict[tuple[str, str], tuple[str, str]]:
+        return ensure_machines(pairs, self.settings, sparkplug=sparkplug)
 
     def gateway(self, username: str, pairs: list[tuple[str, str]]) -> tuple[str, str]:
         p = ensure_principal(self.settings, username, "gateway", pairs)
