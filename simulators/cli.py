@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from simulators.config import SimSettings, parse_mqtt_url
+from protocol.endpoint import parse_mqtt_url
+from simulators.config import SimSettings
 from simulators.controllers import I5Controllers, NullSink, Sink
 from simulators.errors import SimulatorError
 from simulators.factory import Factory, default_factory, load_factory
@@ -185,13 +187,18 @@ def run_mqtt_or_none(s: SimSettings, provision: Provision | None = None) -> int:
     if s.transport == "mqtt":
         from simulators.mqtt_publisher import MqttTransport
 
-        host, port, user, pw = parse_mqtt_url(s.mqtt_url)
+        try:
+            ep = parse_mqtt_url(s.mqtt_url)
+        except ValueError as exc:  # the message names the problem and never the password
+            raise SimulatorError(str(exc)) from None
         creds = {} if s.connection == "shared" else _credentials(s, factory, provision)
+        tls = ssl.create_default_context(cafile=ep.ca_certs) if ep.tls else None
         transport = MqttTransport(
-            host, port, site=factory.site, machine_ids=[m.machine_id for m in factory.machines],
-            username=user, password=pw, credentials=creds, shared=s.connection == "shared",
+            ep.host, ep.port, site=factory.site,
+            machine_ids=[m.machine_id for m in factory.machines], username=ep.username,
+            password=ep.password, credentials=creds, shared=s.connection == "shared",
             max_inflight=s.max_inflight, max_pending=s.max_pending, buffer_max=s.buffer_max,
-            reconnect_max=s.reconnect_max_s,
+            reconnect_max=s.reconnect_max_s, tls=tls,
         )  # fmt: skip
         sink = transport
     else:

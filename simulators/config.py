@@ -4,26 +4,14 @@ environment."""
 
 from __future__ import annotations
 
-__all__ = ["SimSettings", "parse_mqtt_url"]
+__all__ = ["SimSettings"]
 
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """``mqtt://user:pass@host:port`` -> (host, port, user, password); ``ValueError`` if not
-    an MQTT URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ValueError(f"expected an mqtt:// URL, got {url.split('@')[-1]!r}")
-    user = unquote(parts.username) if parts.username else None
-    pw = unquote(parts.password) if parts.password else None
-    return parts.hostname or "127.0.0.1", parts.port or 1883, user, pw
 
 
 class SimSettings(BaseSettings):

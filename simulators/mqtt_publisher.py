@@ -40,6 +40,7 @@ import logging
 import random
 import selectors
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -160,6 +161,7 @@ class MqttTransport:
         reconnect_max: float = 5.0,
         client_prefix: str = "arbor-sim",
         connect_timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -179,6 +181,8 @@ class MqttTransport:
         self.reconnect_max = max(reconnect_min, reconnect_max)
         self.client_prefix = client_prefix
         self.connect_timeout = connect_timeout
+        # One context for every connection (a machine each): the CA is read once.
+        self.tls = tls
         self.stats = TransportStats()
         self.controllers: Reconnectable | None = None
         #: ``on_command(topic, payload)``: set to receive ``cmd/+`` of the machines (downlink);
@@ -218,6 +222,8 @@ class MqttTransport:
         user, pw = self.credentials.get(link.key, (self.username, self.password))
         if user is not None:
             client.username_pw_set(user, pw)
+        if self.tls is not None:
+            client.tls_set_context(self.tls)
         if will is not None:
             client.will_set(will.topic, will.payload, qos=1, retain=True)
         client.max_inflight_messages_set(self.max_inflight)

@@ -3,10 +3,12 @@ broker of `arbor up` (per-machine credentials from the lead's provisioning)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -168,3 +170,38 @@ def test_shared_connection_carries_every_machine(mqtt_settings: Any, unique_site
     assert {m for m, *_ in sub.messages} == set(ids)
     births = [msg for _, ch, msg, _ in sub.messages if ch == "status" and msg.online]
     assert len(births) == 30
+
+
+def test_arbor_sim_over_tls_with_per_machine_accounts(tmp_path: Path, unique_site: str) -> None:
+    """`arbor sim --mqtt-url mqtts://...?ca=...`: every machine's connection verifies the broker
+    against the local CA, and what the truth says was acknowledged is what arrived."""
+    from simulators.cli import run
+    from tests.arbor.mqtt_helpers import MqttConn, TlsBroker, wait_until
+
+    site = unique_site
+    ids = [m.machine_id for m in default_factory(3, site=site).machines]
+    with TlsBroker() as broker:
+        broker.machines([(site, mid) for mid in ids])
+        with MqttConn(broker.service(tls=False)) as observer:
+            assert observer.connect() == 0
+            assert observer.subscribe(f"arbor/v1/{site}/#") == [1]
+            summary_file = tmp_path / "truth.json"
+            code = run([
+                "--machines", "3", "--site", site, "--duration", "20", "--speedup", "0",
+                "--summary", str(summary_file),
+                "--credentials", str(broker.settings.secrets_dir / "machines.json"),
+                "--mqtt-url", f"{broker.url(tls=True)}?ca={broker.ca_file}",
+            ])  # fmt: skip
+            assert code == 0
+            summary = json.loads(summary_file.read_text())
+            stats = summary["transport_stats"]
+            sent = sum(sum(m["messages"].values()) for m in summary["machines"].values())
+            assert stats["acked"] == stats["published"] == sent > 0
+            assert stats["connects"] >= 1 and stats["reconnects"] == 0
+
+            def arrived() -> int:
+                return sum(1 for topic, _ in list(observer.messages) if topic.startswith(site_p))
+
+            site_p = f"arbor/v1/{site}/"
+            wait_until(lambda: arrived() >= stats["acked"], what="every acknowledged message")
+            assert arrived() == stats["acked"]
