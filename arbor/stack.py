@@ -411,6 +411,18 @@ def _mqtt_running(settings: StackSettings) -> int | None:
     return pid if _pid_alive(pid, "mosquitto") else None
 
 
+#: Where deploy/setup.sh installs the broker it builds (Debian 13's Mosquitto 2.0.21).
+BUILT_MOSQUITTO = Path("/usr/local/sbin/mosquitto")
+
+
+def mosquitto_binary() -> str:
+    """The broker to start: the one set-up built, whatever PATH says (Debian's 2.0.11 in
+    /usr/sbin segfaulted under load), else the first `mosquitto` on PATH."""
+    if os.access(BUILT_MOSQUITTO, os.X_OK):
+        return str(BUILT_MOSQUITTO)
+    return shutil.which("mosquitto") or "mosquitto"
+
+
 def _mqtt_start(settings: StackSettings) -> None:
     d = settings.mqtt_dir
     (d / "data").mkdir(parents=True, exist_ok=True)
@@ -424,7 +436,7 @@ def _mqtt_start(settings: StackSettings) -> None:
     conf = d / "mosquitto.conf"
     _write_private(conf, _mqtt_conf(settings), owner=broker_user)
     res = subprocess.run(
-        ["mosquitto", "-c", str(conf), "-d"], text=True, capture_output=True, check=False
+        [mosquitto_binary(), "-c", str(conf), "-d"], text=True, capture_output=True, check=False
     )
     if res.returncode != 0:
         raise StackError(f"Mosquitto did not start: {res.stderr.strip() or res.stdout.strip()}")

@@ -4,8 +4,8 @@
 #   2. TimescaleDB built from Debian's own source package (Debian 13's 2.19.3, Apache-2 edition),
 #      fetched through a private apt directory so the system's sources are never changed;
 #   3. the Mosquitto broker built the same way from Debian 13's source (2.0.21: bookworm's
-#      2.0.11 segfaulted under load), installed as /usr/local/sbin/mosquitto, ahead of Debian's
-#      /usr/sbin/mosquitto on root's PATH;
+#      2.0.11 segfaulted under load), installed as /usr/local/sbin/mosquitto, which `arbor up`
+#      starts (arbor.stack.mosquitto_binary);
 #   4. a virtual environment in .venv with the project installed from uv.lock.
 # Every step checks first and does nothing when its result is already there, so a second run takes
 # a second or two. Both `make demo` and `make test` start with it.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 
 import pytest
 
 from arbor.paths import project_root
+from arbor.stack import mosquitto_binary
 
 
 @pytest.mark.slow
@@ -45,8 +45,8 @@ def test_ci_runs_make_test_and_nothing_else() -> None:
 
 def test_the_broker_arbor_up_starts_has_upstreams_fix_for_crashes_on_subscribe() -> None:
     # Debian 12's mosquitto 2.0.11 segfaulted under ingest's load; setup.sh builds Debian 13's
-    # 2.0.21 into /usr/local/sbin, which `arbor up` must find first.
-    found = shutil.which("mosquitto")
+    # 2.0.21 into /usr/local/sbin, which `arbor up` starts whatever PATH says.
+    found = mosquitto_binary()
     assert found == "/usr/local/sbin/mosquitto"
     res = subprocess.run([found, "-h"], capture_output=True, text=True, check=False)
     version = res.stdout.splitlines()[0].split()[-1]
