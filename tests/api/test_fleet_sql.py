@@ -239,3 +239,26 @@ def test_the_data_is_not_trivial(site: str, viewer: httpx.Client) -> None:
     masked = [rows[f"m{k:02d}"] for k in range(MACHINES - 1) if k % 3]
     assert all(0 < m["known_s"] < 86_400 for m in masked)
     assert {"ACTIVE", "READY", "FEED_HOLD", "STOPPED"} <= set(body["fleet"]["states"])
+
+
+def test_one_machines_plan_setting_stays_in_its_transaction(site: str, api_database: str) -> None:
+    """The API's pool keeps sessions between requests without a reset (api.app._keep_session),
+    so what the utilisation query sets must end with its transaction."""
+    from api.app import _keep_session
+    from api.machines import fleet_state_seconds
+
+    async def run() -> tuple[str, str]:
+        pool = await asyncpg.create_pool(api_database, min_size=1, max_size=1, reset=_keep_session)
+        try:
+            async with pool.acquire() as conn:
+                mid = await conn.fetchval(
+                    "SELECT id FROM machine WHERE site = $1 AND machine = 'm01'", site
+                )
+                before = await conn.fetchval("SHOW plan_cache_mode")
+                await fleet_state_seconds(conn, [mid], *WINDOWS[0], WINDOWS[0][1])
+            async with pool.acquire() as conn:  # the same session, as the next request gets it
+                return before, await conn.fetchval("SHOW plan_cache_mode")
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) == ("auto", "auto")
