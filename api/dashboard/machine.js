@@ -87,6 +87,17 @@ export async function render(main, { arg }) {
     }
   };
 
+  // The execution timeline: redrawn with the charts, and extended at once by the live stream's
+  // execution changes (the next history refresh reloads it from the server).
+  let timelineEvents = [];
+  let timelineSpan = null;
+  let timelineView = null;
+  const drawTimeline = () => {
+    timelineView?.destroy();
+    const events = [...timelineEvents].sort((a, b) => Date.parse(a.ts) - Date.parse(b.ts));
+    timelineView = stateTimeline(timeline, events, Date.parse(timelineSpan.from), Date.parse(timelineSpan.to));
+  };
+
   const drawCharts = async () => {
     for (const d of destroyers) d.destroy();
     destroyers = [];
@@ -109,7 +120,9 @@ export async function render(main, { arg }) {
           onReset: () => { zoomed = false; span = lastHours(hours); drawCharts(); },
         }));
       }
-      destroyers.push(stateTimeline(timeline, events, Date.parse(from), Date.parse(to)));
+      timelineEvents = events;
+      timelineSpan = { from, to };
+      drawTimeline();
     } catch (exc) {
       fill(charts, errorBox(exc));
     }
@@ -205,8 +218,15 @@ export async function render(main, { arg }) {
     subscription: { machines: [ref], signals: LIVE_SIGNALS },
     onStatus(m) {
       if (!current) return;
+      const before = current.execution;
       for (const k of STATUS_KEYS) if (k in m) current[k] = m[k];
       renderHead();
+      if ("execution" in m && m.execution !== before && m.execution && !zoomed && timelineSpan) {
+        const ts = m.execution_since || new Date().toISOString();
+        timelineEvents = [...timelineEvents, { ts, value: m.execution }];
+        timelineSpan = { from: timelineSpan.from, to: new Date().toISOString() };
+        drawTimeline();
+      }
     },
     onTelemetry(frame) {
       const cutoff = Date.now() / 1000 - LIVE_WINDOW_S;
@@ -238,7 +258,7 @@ export async function render(main, { arg }) {
     if (!zoomed) { span = lastHours(hours); drawCharts(); }
   }, HISTORY_MS);
   return () => {
-    stream.stop(); clearTimeout(pollTimer); clearInterval(history);
+    stream.stop(); clearTimeout(pollTimer); clearInterval(history); timelineView?.destroy();
     livePlot?.destroy();
     for (const d of destroyers) d.destroy();
   };

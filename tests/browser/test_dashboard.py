@@ -11,13 +11,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from analytics.s_piece import SPieceGeometry
 from api.config import ApiSettings
 from api.keys import Role
 from arbor import check
+from protocol import event_topic
 from simulators.accuracy import s_piece_points
 from tests.api.conftest import add_machines
 from tests.browser.conftest import TABLET, new_page, screenshot, sign_in
@@ -440,4 +443,35 @@ def test_board_groups_by_area_with_counts(
     page.locator("label.chip.s-unknown input").uncheck()
     assert page.locator('section.site[data-group="no area"]').is_hidden()
     screenshot(page, "board-areas-1920")
+    assert watch.errors == []
+
+
+def test_machine_page_timeline_follows_the_live_stream(
+    browser: Any, base_url: str, site: str, keys: dict[Role, str], api_database: str,
+    mqtt_settings: Any,
+) -> None:  # fmt: skip
+    """An execution change carried by the stream shows on the open machine page's timeline at
+    once, not at the next history refresh (60 s). A site of its own: the change stays in the API's
+    live state and must not alter what the other tests see of `site`."""
+    other = f"{site}t"
+    add_machines(api_database, [(other, "m01")])
+    page, watch = new_page(browser)
+    sign_in(page, base_url, keys[Role.ENGINEER])
+    page.goto(f"{base_url}/#/machine/{other}:m01")
+    page.wait_for_selector("#machine-live[data-mode='live']")
+    timeline = page.locator("canvas.timeline")
+    assert timeline.get_attribute("aria-label") == "execution states: no data"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(mqtt_settings.username, mqtt_settings.password)
+    client.connect(mqtt_settings.host, mqtt_settings.port)
+    client.loop_start()
+    try:
+        event = {"ts": datetime.now(UTC).isoformat(), "signal": "execution", "value": "ACTIVE"}
+        payload = json.dumps({"v": 1, "session": "tl", "seq": 0, "events": [event]})
+        client.publish(event_topic(other, "m01"), payload, qos=1).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    page.wait_for_selector("canvas.timeline[aria-label='execution states: ACTIVE']", timeout=10_000)
+    assert page.inner_text("#f-execution") == "ACTIVE"
     assert watch.errors == []
