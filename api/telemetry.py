@@ -76,11 +76,15 @@ def _rollup_sql(table: str, signals: list[str]) -> str:
 
 
 async def _watermark(conn: asyncpg.Connection, table: str) -> datetime | None:
-    if not await conn.fetchval("SELECT to_regclass('rollup_watermark') IS NOT NULL"):
+    # Asked straight away, not after checking the table exists: each statement is a round trip
+    # (~0.3 ms of the API's CPU on a small VM), and only a database without ingest's migration
+    # 0003 lacks it. Savepoint-free: the route's connection is not in a transaction.
+    try:
+        value: Any = await conn.fetchval(
+            "SELECT done_until FROM rollup_watermark WHERE rollup = $1", table
+        )
+    except asyncpg.UndefinedTableError:
         return None
-    value: Any = await conn.fetchval(
-        "SELECT done_until FROM rollup_watermark WHERE rollup = $1", table
-    )
     return value if isinstance(value, datetime) else None
 
 
