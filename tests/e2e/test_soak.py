@@ -41,8 +41,10 @@ RATE_HZ = 1.0
 #: Readings before this many simulated seconds are warm-up (imports, first sessions, caches).
 WARMUP = 2 * EVERY
 #: Memory may not grow by more than this between the first reading after warm-up and the last:
-#: a leak of one object per message would be far above it at these rates.
-RSS_GROWTH_MB = 40.0 if FULL else 25.0
+#: a leak of one object per message would be far above it at these rates. The full soak's 40 MB
+#: let a leak of ~45 bytes per message through (+33 MB per ingest worker in 10 minutes; leak-free
+#: runs +0.5-1 MB, +15 MB when ingest held a backlog under other jobs' load).
+RSS_GROWTH_MB = 20.0 if FULL else 25.0
 
 
 @pytest.fixture(scope="module")

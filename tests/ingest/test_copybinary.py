@@ -8,7 +8,6 @@ it can never encode instead of isolating it.
 from __future__ import annotations
 
 import asyncio
-import io
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -86,9 +85,7 @@ async def _stored_both_ways(
         await conn.execute(f"TRUNCATE {table}")
         copy = sample_copy(ids, rows)
         assert copy.rows == len(rows)
-        await conn.copy_to_table(
-            table, source=io.BytesIO(copy.data), columns=copy.columns, format="binary"
-        )
+        await conn.copy_to_table(table, source=copy.source(), columns=copy.columns, format="binary")
         ours = [tuple(r) for r in await conn.fetch(order)]
         await conn.execute(f"TRUNCATE {table}")
         await conn.copy_records_to_table(
