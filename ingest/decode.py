@@ -97,18 +97,15 @@ class Decoder:
         for raw in raws:
             out.acks.append(raw.ack)
             try:
-                if raw.topic.startswith("spBv1.0/"):
-                    n_dead = len(out.dead)
+                n_dead = len(out.dead)
+                sparkplug = raw.topic.startswith("spBv1.0/")
+                if sparkplug:
                     self.sparkplug.handle(raw, out)
-                    if len(out.dead) > n_dead and not self._records_sparkplug_dead:
-                        del out.dead[n_dead:]  # the worker that records them has its own copy
-                        out.ignored += 1
                 else:
-                    n_dead = len(out.dead)
                     self._v1(raw, out)
-                    if len(out.dead) > n_dead and not self._dead_letters_here(raw):
-                        del out.dead[n_dead:]
-                        out.ignored += 1
+                if len(out.dead) > n_dead and not self._dead_letters_here(raw, sparkplug):
+                    del out.dead[n_dead:]  # the copy that records them is another worker's
+                    out.ignored += 1
             except Exception as exc:  # a bug must not kill the worker: dead-letter and go on
                 log.exception("decoder failed on topic %s", raw.topic)
                 out.dead.append(
@@ -117,12 +114,16 @@ class Decoder:
                 )  # fmt: skip
         return out
 
-    def _dead_letters_here(self, raw: Raw) -> bool:
-        """Whether a bad v1 message delivered this way is dead-lettered here. A status message
-        comes through the non-shared status subscription to every worker *and* through the
-        shared one to exactly one of them: only that copy (or an anchor copy, stored while
-        recovering) is dead-lettered, so each bad message is dead-lettered once. If the shared
-        filter does not cover the topic, worker 0 dead-letters the status copy."""
+    def _dead_letters_here(self, raw: Raw, sparkplug: bool) -> bool:
+        """Whether a bad message delivered this way is dead-lettered here, so that each is
+        dead-lettered once. Sparkplug: every worker sees every message, one worker records
+        (`sparkplug_dead_letters`, default worker 0). v1: a status message comes through the
+        non-shared status subscription to every worker *and* through the shared one to exactly
+        one of them: only that copy (or an anchor copy, stored while recovering) is
+        dead-lettered; if the shared filter does not cover the topic, worker 0 dead-letters the
+        status copy."""
+        if sparkplug:
+            return self._records_sparkplug_dead
         via = raw.via
         if not via or SUB_SHARED in via or SUB_ANCHOR in via:
             return True
