@@ -80,7 +80,8 @@ class IngestSettings(BaseSettings):
     silence_timeout_s: float = Field(default=60.0, gt=0)
     gap_settle_s: float = Field(default=10.0, ge=0)
     gap_lookback: timedelta = timedelta(hours=1)
-    rollup_lookback: timedelta = timedelta(hours=3)
+    #: Most of a rollup written per job run (catching up after downtime or on history).
+    rollup_step: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
     #: hypertable -> how long to keep, e.g. {"sample": "30 days"}; overrides retention_policy.
     retention: dict[str, timedelta] = Field(default_factory=dict)
 

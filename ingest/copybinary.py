@@ -46,12 +46,39 @@ class SampleEncodeError(ValueError):
 class SampleCopy:
     """One batch's binary COPY data and the columns it fills (``machine_id, ts, ...``)."""
 
-    __slots__ = ("columns", "data", "rows")
+    __slots__ = ("columns", "data", "machine_ids", "rows", "stamps")
 
-    def __init__(self, data: bytes, columns: list[str], rows: int) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        columns: list[str],
+        rows: int,
+        machine_ids: np.ndarray | None = None,
+        stamps: np.ndarray | None = None,
+    ) -> None:
         self.data = data
         self.columns = columns
         self.rows = rows
+        #: per row: the machine, and the time in microseconds since PostgreSQL's epoch (2000)
+        self.machine_ids = np.zeros(0, np.int64) if machine_ids is None else machine_ids
+        self.stamps = np.zeros(0, np.int64) if stamps is None else stamps
+
+    def spans_before(self, cutoff: datetime) -> list[tuple[int, datetime, datetime]]:
+        """Per machine with rows timed before `cutoff`: its first and last such time (the rows
+        that arrive late for the rollups). One comparison over the batch when there are none."""
+        limit = (cutoff - _EPOCH) // _US
+        if not self.rows or self.stamps.min() >= limit:
+            return []
+        late = self.stamps < limit
+        ids, stamps = self.machine_ids[late], self.stamps[late]
+        order = np.lexsort((stamps, ids))
+        ids, stamps = ids[order], stamps[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        ends = np.r_[starts[1:], len(ids)] - 1
+        return [
+            (int(ids[a]), _EPOCH + int(stamps[a]) * _US, _EPOCH + int(stamps[b]) * _US)
+            for a, b in zip(starts, ends, strict=True)
+        ]
 
     async def source(self) -> AsyncIterator[bytes]:
         """The data as ``copy_to_table(source=...)`` should take it: an async iterable. Given a
@@ -127,4 +154,5 @@ def _encode(machine_ids: Sequence[int], rows: Sequence[WideRow]) -> SampleCopy:
         keep[:, value_bytes.ravel()] = np.repeat(present, 8, axis=1)
         data = body[keep].tobytes()
     columns = ["machine_id", "ts", *(WIDE_SIGNALS[i] for i in used)]
-    return SampleCopy(_HEADER + data + _TRAILER, columns, n)
+    ids = np.asarray(machine_ids, dtype=np.int64)
+    return SampleCopy(_HEADER + data + _TRAILER, columns, n, ids, stamps)

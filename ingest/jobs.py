@@ -17,9 +17,12 @@ from ingest.config import IngestSettings
 from ingest.records import WIDE_SIGNALS
 
 __all__ = [
+    "LATE_AFTER",
     "ROLLUPS",
+    "ROLLUP_SETTLE",
     "STATE_HOURS_SETTLE",
     "STATE_HOURS_STEP",
+    "merge_spans",
     "refresh_state_hours",
     "rollup_sql",
     "run_jobs",
@@ -28,7 +31,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _LOCK = 0x4172626F7201  # distinct from the migration lock
-ROLLUPS: dict[str, timedelta] = {"sample_1m": timedelta(minutes=1), "sample_1h": timedelta(hours=1)}
+ROLLUPS: dict[str, timedelta] = {
+    "sample_1m": timedelta(minutes=1),
+    "sample_5m": timedelta(minutes=5),
+    "sample_1h": timedelta(hours=1),
+}
+#: A bucket is written once it ended this long ago, and never again unless late samples land in
+#: it. Samples committed later than that are late: the writer notes them (`LATE_AFTER`, which
+#: leaves the commit a minute to become visible before the job reads the bucket).
+ROLLUP_SETTLE = timedelta(minutes=2)
+LATE_AFTER = ROLLUP_SETTLE / 2
+#: Late notes of one machine this close together are redone as one span.
+LATE_MERGE_GAP = timedelta(hours=1)
 #: An hour is stored once it ended this long ago: longer than any ingest transaction, so an event
 #: of the hour not yet visible to the job is written after the hour ended and marks it dirty
 #: (migration 0005's trigger).
@@ -89,17 +103,19 @@ SELECT id, now(), 'status', 'unknown', 'silent' FROM silent
 """
 
 
-def rollup_sql(rollup: str) -> str:
-    """Insert the buckets of [$1, $2) of one rollup table from `sample` (delete them first)."""
+def rollup_sql(rollup: str, *, one_machine: bool = False) -> str:
+    """Insert the buckets of [$1, $2) of one rollup table from `sample` (of machine $3 only
+    with `one_machine`); the caller deletes them first."""
     width = ROLLUPS[rollup]
     cols = ", ".join(f"{s}_avg, {s}_min, {s}_max" for s in WIDE_SIGNALS)
     aggs = ", ".join(f"avg({s}), min({s}), max({s})" for s in WIDE_SIGNALS)
     seconds = int(width.total_seconds())
+    machine = " AND machine_id = $3" if one_machine else ""
     # Table and column names are our own constants, not input.
     return f"""
 INSERT INTO {rollup} (bucket, machine_id, n, {cols})
 SELECT time_bucket(INTERVAL '{seconds} seconds', ts), machine_id, count(*), {aggs}
-FROM sample WHERE ts >= $1 AND ts < $2
+FROM sample WHERE ts >= $1 AND ts < $2{machine}
 GROUP BY 1, 2
 """  # noqa: S608
 
@@ -123,7 +139,10 @@ async def run_jobs(conn: asyncpg.Connection, settings: IngestSettings, *, rollup
         for name, width in ROLLUPS.items():
             async with conn.transaction():
                 if await _locked(conn, _LOCK + 3):
-                    await _rollup(conn, name, width, settings.rollup_lookback)
+                    await _rollup(conn, name, width, settings.rollup_step)
+        async with conn.transaction():
+            if await _locked(conn, _LOCK + 3):
+                await _rollup_late(conn)
     async with conn.transaction():
         if await _locked(conn, _LOCK + 4):
             await _retention(conn, settings)
@@ -192,22 +211,97 @@ async def refresh_state_hours(
     )  # fmt: skip
 
 
-async def _rollup(
-    conn: asyncpg.Connection, name: str, width: timedelta, lookback: timedelta
-) -> None:
-    # Re-roll the trailing window, the current partial bucket included (so the newest data shows
-    # and late samples inside the window are picked up); buckets before `current` are final.
+async def _rollup(conn: asyncpg.Connection, name: str, width: timedelta, step: timedelta) -> None:
+    """Write the buckets that became final since the last run (at most `step` of them)."""
     seconds = int(width.total_seconds())
-    current = await conn.fetchval(f"SELECT time_bucket(INTERVAL '{seconds} seconds', now())")
-    hi = current + width
-    lo = current - lookback
-    await conn.execute(f"DELETE FROM {name} WHERE bucket >= $1 AND bucket < $2", lo, hi)  # noqa: S608
-    await conn.execute(rollup_sql(name), lo, hi)
+    mark: datetime | None = await conn.fetchval(
+        "SELECT done_until FROM rollup_watermark WHERE rollup = $1", name
+    )
+    final: datetime = await conn.fetchval(
+        f"SELECT time_bucket(INTERVAL '{seconds} seconds', now() - $1::interval)", ROLLUP_SETTLE
+    )
+    if mark is not None and mark >= final:
+        return
+    lo = mark
+    if mark is None or final - mark > step:
+        # Far behind (first run, or no data for a while): start at the first chunk holding
+        # data instead of walking empty buckets. `sample` has no index on time alone, and its
+        # chunks' ranges answer without reading rows.
+        first: datetime | None = await conn.fetchval(
+            "SELECT min(range_start) FROM timescaledb_information.chunks "
+            "WHERE hypertable_name = 'sample' AND range_start < $2::timestamptz "
+            "AND range_end > coalesce($1::timestamptz, '-infinity'::timestamptz)",
+            mark, final,
+        )  # fmt: skip
+        if first is None:
+            lo = None  # nothing stored before `final`: the watermark moves up to it
+        else:
+            first = await conn.fetchval(
+                f"SELECT time_bucket(INTERVAL '{seconds} seconds', $1::timestamptz)", first
+            )
+            lo = first if mark is None else max(mark, first)
+    if lo is not None and lo < final:
+        hi = min(final, lo + max(step, width) // width * width)
+        await conn.execute(f"DELETE FROM {name} WHERE bucket >= $1 AND bucket < $2", lo, hi)  # noqa: S608
+        await conn.execute(rollup_sql(name), lo, hi)
+    else:
+        hi = final
     await conn.execute(
         "INSERT INTO rollup_watermark (rollup, done_until) VALUES ($1, $2) "
         "ON CONFLICT (rollup) DO UPDATE SET done_until = EXCLUDED.done_until",
-        name, current,
+        name, hi,
     )  # fmt: skip
+
+
+async def _rollup_late(conn: asyncpg.Connection, limit: int = 500) -> int:
+    """Redo the final buckets that late samples landed in (`rollup_dirty`, noted by the writer in
+    the samples' own transaction); returns how many notes were taken."""
+    notes = await conn.fetch(
+        "DELETE FROM rollup_dirty WHERE ctid = ANY(ARRAY("
+        "SELECT ctid FROM rollup_dirty ORDER BY noted_at LIMIT $1)) "
+        "RETURNING machine_id, lo, hi",
+        limit,
+    )
+    if not notes:
+        return 0
+    marks = {
+        r["rollup"]: r["done_until"]
+        for r in await conn.fetch("SELECT rollup, done_until FROM rollup_watermark")
+    }
+    for mid, lo, hi in merge_spans([(r[0], r[1], r[2]) for r in notes], LATE_MERGE_GAP):
+        for name, width in ROLLUPS.items():
+            mark = marks.get(name)
+            if mark is None:
+                continue  # nothing of it is final yet: the regular run will include them
+            seconds = int(width.total_seconds())
+            blo, bhi = await conn.fetchrow(
+                f"SELECT time_bucket(INTERVAL '{seconds} seconds', $1::timestamptz), "
+                f"time_bucket(INTERVAL '{seconds} seconds', $2::timestamptz) + $3::interval",
+                lo, hi, width,
+            )  # fmt: skip
+            bhi = min(bhi, mark)  # buckets from the watermark on are still to be written
+            if blo >= bhi:
+                continue
+            await conn.execute(
+                f"DELETE FROM {name} WHERE machine_id = $3 AND bucket >= $1 AND bucket < $2",  # noqa: S608
+                blo, bhi, mid,
+            )  # fmt: skip
+            await conn.execute(rollup_sql(name, one_machine=True), blo, bhi, mid)
+    return len(notes)
+
+
+def merge_spans(
+    spans: list[tuple[int, datetime, datetime]], gap: timedelta
+) -> list[tuple[int, datetime, datetime]]:
+    """Per machine, the spans merged where they overlap or lie within `gap` of each other (a
+    replayed backlog arrives as many small notes; two far-apart ones stay two)."""
+    out: list[tuple[int, datetime, datetime]] = []
+    for mid, lo, hi in sorted(spans):
+        if out and out[-1][0] == mid and lo <= out[-1][2] + gap:
+            out[-1] = (mid, out[-1][1], max(out[-1][2], hi))
+        else:
+            out.append((mid, lo, hi))
+    return out
 
 
 async def _retention(conn: asyncpg.Connection, settings: IngestSettings) -> None:

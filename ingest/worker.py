@@ -137,8 +137,8 @@ class Worker:
                 continue
             self._conn = conn
             if self._writer is None:
-                self._writer = BatchWriter(conn)
                 self._rollups = lic != "timescale"
+                self._writer = BatchWriter(conn, note_late=self._rollups)
             else:
                 self._writer._conn = conn  # keep the machine-id cache
             return conn

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
 from ingest.copybinary import sample_copy
+from ingest.jobs import LATE_AFTER
 from ingest.records import WIDE_SIGNALS, Accepted, DecodedBatch, EventRow, WideRow
 
 __all__ = [
@@ -43,6 +44,13 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 DEAD_COLUMNS = ("received_at", "topic", "reason", "payload", "site", "machine", "kind")
 
+# Samples older than LATE_AFTER when written: their rollup buckets may be final already, so the
+# job redoes them (ingest/jobs.py). Noted in the samples' own transaction: never one without
+# the other.
+_LATE_SQL = """
+INSERT INTO rollup_dirty (machine_id, lo, hi)
+SELECT * FROM unnest($1::integer[], $2::timestamptz[], $3::timestamptz[])
+"""
 _LEDGER_SQL = """
 INSERT INTO message_ledger (machine_id, session, seq, ts, received_at, channel, n_values)
 SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::timestamptz[],
@@ -148,7 +156,10 @@ class WriteStats:
 class BatchWriter:
     """Writes batches over one asyncpg connection (the worker reconnects it on failure)."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, note_late: bool = True) -> None:
+        """`note_late`: record late samples for ingest's own rollup job (Apache edition; the
+        community edition's continuous aggregates track them themselves)."""
+        self._note_late = note_late
         self._conn = conn
         self._ids: dict[tuple[str, str], int] = {}
 
@@ -246,6 +257,10 @@ class BatchWriter:
                 "sample", source=copy.source(), columns=copy.columns, format="binary"
             )
             stats.rows["sample"] = len(wide)
+            if self._note_late:
+                late = copy.spans_before(datetime.now(UTC) - LATE_AFTER)
+                if late:
+                    await conn.execute(_LATE_SQL, *map(list, zip(*late, strict=True)))
         if extra:
             await conn.copy_records_to_table("sample_extra", records=extra, columns=EXTRA_COLUMNS)
             stats.rows["sample_extra"] = len(extra)

@@ -168,3 +168,23 @@ def test_rows_that_cannot_be_encoded_are_a_data_error_not_a_connection_error(
         sample_copy(ids, [row])
     # the worker isolates such a batch message by message instead of retrying it forever
     assert _is_data_error(exc.value)
+
+
+def _speed_at(ts: datetime) -> tuple[Any, ...]:
+    return (ts, 1.0, *([ABSENT] * (len(WIDE_SIGNALS) - 1)))
+
+
+def test_late_rows_are_found_per_machine_with_their_first_and_last_time() -> None:
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    s = timedelta(seconds=1)
+    ago = [5, 300, 0, 90, 100, 7200, 61]
+    rows = [_speed_at(now - a * s) for a in ago]
+    ids = [1, 2, 1, 2, 2, 3, 1]
+    copy = sample_copy(ids, rows)
+    assert copy.spans_before(now - 60 * s) == [
+        (1, now - 61 * s, now - 61 * s),
+        (2, now - 300 * s, now - 90 * s),
+        (3, now - 7200 * s, now - 7200 * s),
+    ]
+    assert copy.spans_before(now - 7201 * s) == []
+    assert sample_copy([], []).spans_before(now) == []

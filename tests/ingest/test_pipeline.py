@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from typing import Any
 
 import orjson
 import pytest
@@ -311,3 +312,60 @@ def test_a_bad_status_is_dead_lettered_once(
     dead = "SELECT count(*) FROM dead_letter WHERE topic = %s"
     wait_until(lambda: scalar(db, dead, f"arbor/v1/{site}/{m}/status") >= 1, what="a dead letter")
     assert scalar(db, dead, f"arbor/v1/{site}/{m}/status") == 1
+
+
+def test_a_replayed_backlog_reaches_the_rollups(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    """A gateway replaying its disk buffer sends samples hours old, into rollup buckets the job
+    has already written: the job redoes them for that machine (and only writes them once)."""
+    site, m = unique_site, "m-backlog"
+    base = f"arbor/v1/{site}/{m}"
+
+    def marks() -> dict[str, datetime]:
+        return dict(rows(db, "SELECT rollup, done_until FROM rollup_watermark"))
+
+    # The job has written the final buckets up to about now: the backlog lands behind it.
+    recent = datetime.now(UTC) - timedelta(minutes=5)
+    wait_until(
+        lambda: len(marks()) == 3 and marks()["sample_1m"] > recent, what="rollups caught up"
+    )
+    pub.publish(f"{base}/status", status("s-bl", True), retain=True)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    t0 = hour + timedelta(minutes=10)
+    # Six messages one minute apart, each 5 samples: spindle_speed 1000..1004, load 20.5.
+    for k in range(6):
+        pub.publish(f"{base}/telemetry", telemetry("s-bl", k, n=5, t0=t0 + timedelta(minutes=k)))
+    assert pub.flush() == [0] * 7
+    wait_until(lambda: _mid(db, site, m) is not None, what="the machine")
+    mid = _mid(db, site, m)
+    expected = {
+        "sample_1m": [(t0 + timedelta(minutes=k), 5, 1002.0, 1000.0, 1004.0) for k in range(6)],
+        "sample_5m": [
+            (t0, 25, 1002.0, 1000.0, 1004.0),
+            (t0 + timedelta(minutes=5), 5, 1002.0, 1000.0, 1004.0),
+        ],
+        "sample_1h": [(hour, 30, 1002.0, 1000.0, 1004.0)],
+    }
+
+    def rolled(table: str) -> list[tuple[Any, ...]]:
+        return rows(
+            db,
+            f"SELECT bucket, n, spindle_speed_avg, spindle_speed_min, spindle_speed_max "  # noqa: S608
+            f"FROM {table} WHERE machine_id = %s ORDER BY bucket",
+            mid,
+        )
+
+    for table, want in expected.items():
+        wait_until(lambda t=table, w=want: rolled(t) == w, timeout=30, what=f"{table} redone")
+    assert rows(db, "SELECT count(*) FROM rollup_dirty") == [(0,)]
+    # A second replay of the same messages is a duplicate: nothing changes.
+    dupes = metric(worker, "arbor_ingest_messages_total", outcome="duplicate")
+    for k in range(6):
+        pub.publish(f"{base}/telemetry", telemetry("s-bl", k, n=5, t0=t0 + timedelta(minutes=k)))
+    assert pub.flush() == [0] * 6
+    wait_until(
+        lambda: metric(worker, "arbor_ingest_messages_total", outcome="duplicate") >= dupes + 6,
+        what="the replay counted as duplicates",
+    )
+    assert {t: rolled(t) for t in expected} == expected
