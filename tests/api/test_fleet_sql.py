@@ -262,3 +262,89 @@ def test_one_machines_plan_setting_stays_in_its_transaction(site: str, api_datab
             await pool.close()
 
     assert asyncio.run(run()) == ("auto", "auto")
+
+
+def _nonzero(seconds: dict[int, dict[str, float]]) -> dict[int, dict[str, float]]:
+    return {m: {w: s for w, s in states.items() if s > 0} for m, states in seconds.items()}
+
+
+def test_one_machines_call_equals_the_general_query(site: str, api_database: str) -> None:
+    """api_machine_seconds() (migration 0104), one machine's usual case in one call, against the
+    general query (_STATES_SQL, as the fleet route runs it) to the microsecond: windows starting
+    and ending on and off the hour, before the stored hours and past now; and it declines (ok
+    false) for a machine with a late event awaiting the job, for a window within one hour."""
+    import api.machines as machines
+
+    _run_job(api_database)
+    rng = random.Random(7)
+    windows = [w for w in WINDOWS if w[1] - w[0] > timedelta(hours=2)]
+    windows += [(T0 - timedelta(hours=80), T0 + timedelta(hours=5, minutes=3))]  # before lo
+    windows += [(T0 + timedelta(hours=1), T0 + timedelta(hours=4))]  # on the hours
+    for _ in range(12):
+        a = T0 + timedelta(seconds=rng.uniform(-30 * 3600, 40 * 3600))
+        windows.append((a, a + timedelta(seconds=rng.uniform(2 * 3600, 60 * 3600))))
+
+    async def both(
+        conn: asyncpg.Connection, mid: int, window: tuple[datetime, datetime]
+    ) -> tuple[bool, dict[int, dict[str, float]], dict[int, dict[str, float]]]:
+        until = min(window[1], datetime.now(UTC))
+        row = await conn.fetchrow(
+            machines._ONE_SQL, mid, *window, until, list(machines.KNOWN_EXECUTION)
+        )
+        assert row is not None
+        fast = {mid: machines._seconds(row["us"])} if row["us"] is not None else {}
+        one = machines._ONE_SQL
+        machines._ONE_SQL = (
+            "SELECT false AS ok, $1::int, $2::timestamptz, $3::timestamptz, $4::timestamptz, "
+            "$5::text[]"
+        )
+        try:
+            general = await machines.fleet_state_seconds(conn, [mid], *window, until)
+        finally:
+            machines._ONE_SQL = one
+        return bool(row["ok"]), fast, general
+
+    async def run() -> None:
+        conn = await asyncpg.connect(api_database)
+        try:
+            ids = [
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM machine WHERE site = $1 ORDER BY machine", site
+                )
+            ]
+            answered = 0
+            for window in windows:
+                for mid in ids:
+                    ok, fast, general = await both(conn, mid, window)
+                    if ok:  # states with no time may be absent from either (not served)
+                        answered += 1
+                        assert fast == _nonzero(general), (mid, window)
+            # the past windows of two hours or more are all answered by the call
+            assert answered >= MACHINES * sum(1 for w in windows if w[1] < datetime.now(UTC))
+            short = (T0 + timedelta(minutes=10), T0 + timedelta(minutes=50))
+            assert not (await both(conn, ids[1], short))[0]
+            late = T0 + timedelta(hours=2, minutes=30, microseconds=7)
+            await conn.execute(
+                "INSERT INTO event (machine_id, ts, signal, value) VALUES ($1, $2, 'execution', "
+                "'FEED_HOLD')",
+                ids[1],
+                late,
+            )
+            try:
+                ok, _, general = await both(conn, ids[1], WINDOWS[0])
+                assert not ok and general  # marked: the general query answers
+                ok, fast, general = await both(conn, ids[2], WINDOWS[0])
+                assert ok and fast == _nonzero(general)  # other machines are unaffected
+            finally:
+                await conn.execute(
+                    "DELETE FROM event WHERE machine_id = $1 AND ts = $2", ids[1], late
+                )
+                await conn.execute(
+                    "SELECT state_hour_refresh(lo, hi, ARRAY[$1::int]) FROM state_range", ids[1]
+                )
+                await conn.execute("DELETE FROM state_hour_dirty WHERE machine_id = $1", ids[1])
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
