@@ -92,11 +92,32 @@ class TimescaleEdition(BaseModel):
     continuous_aggregates: bool
 
 
+class Rollup(BaseModel):
+    """Where one of ingest's own rollups stands (Apache edition; the community edition's
+    continuous aggregates are in `jobs`)."""
+
+    name: str
+    done_until: datetime
+    """Buckets before this are final and stored; readers take the rest from `sample`."""
+    behind_s: float
+    """Seconds from `done_until` to now: about 2 minutes plus one bucket when the job keeps up."""
+
+
+class Retention(BaseModel):
+    hypertable: str
+    keep: str
+    """How long rows are kept (a PostgreSQL interval, e.g. "90 days")."""
+
+
 class DatabaseHealth(BaseModel):
     database_bytes: int
     timescaledb: TimescaleEdition | None
     hypertables: list[Hypertable]
     jobs: list[Job]
+    rollups: list[Rollup]
+    rollup_late_notes: int | None
+    """Notes of late samples whose rollup buckets ingest's job has still to redo."""
+    retention: list[Retention]
     ingest_lag_s: float | None
     """Seconds since ingest last accepted a message (None before any message, or no ledger)."""
     schema_version: int | None
@@ -108,7 +129,8 @@ async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
 
 @router.get("/health/database", response_model=DatabaseHealth)
 async def database_health(_: Operations, conn: Conn) -> DatabaseHealth:
-    """Sizes, hypertable chunks and compression, background jobs, edition and ingest lag."""
+    """Sizes, hypertable chunks and compression, background jobs, ingest's own rollups and
+    their late-sample backlog, retention per table, edition and ingest lag."""
     size = await conn.fetchval("SELECT pg_database_size(current_database())")
     edition: TimescaleEdition | None = None
     if await _exists(conn, "arbor_timescaledb"):
@@ -150,6 +172,26 @@ async def database_health(_: Operations, conn: Conn) -> DatabaseHealth:
                 ORDER BY j.job_id"""
         )
     ]
+    rollups: list[Rollup] = []
+    late: int | None = None
+    if await _exists(conn, "rollup_watermark"):
+        rollups = [
+            Rollup(**dict(r))
+            for r in await conn.fetch(
+                "SELECT rollup AS name, done_until, "
+                "extract(epoch FROM now() - done_until)::float8 AS behind_s "
+                "FROM rollup_watermark ORDER BY rollup"
+            )
+        ]
+        late = int(await conn.fetchval("SELECT count(*) FROM rollup_dirty"))
+    retention: list[Retention] = []
+    if await _exists(conn, "retention_policy"):
+        retention = [
+            Retention(**dict(r))
+            for r in await conn.fetch(
+                "SELECT hypertable, keep::text AS keep FROM retention_policy ORDER BY hypertable"
+            )
+        ]
     lag: float | None = None
     if await _exists(conn, "message_ledger"):
         value: Any = await conn.fetchval(
@@ -164,6 +206,9 @@ async def database_health(_: Operations, conn: Conn) -> DatabaseHealth:
         timescaledb=edition,
         hypertables=hypertables,
         jobs=jobs,
+        rollups=rollups,
+        rollup_late_notes=late,
+        retention=retention,
         ingest_lag_s=lag,
         schema_version=version,
     )

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import psycopg
 import pytest
 
 from api.keys import Role
@@ -52,7 +53,9 @@ def test_metrics_count_requests_by_route_template(
 
 
 def test_database_health(
-    keys: dict[Role, str], client_for: Callable[[str | None], httpx.Client]
+    keys: dict[Role, str],
+    client_for: Callable[[str | None], httpx.Client],
+    api_database: str,
 ) -> None:
     response = client_for(keys[Role.MAINTENANCE]).get("/api/v1/health/database")
     assert response.status_code == 200, response.text
@@ -65,6 +68,26 @@ def test_database_health(
     assert all(h["total_bytes"] is None or h["total_bytes"] >= 0 for h in tables.values())
     assert isinstance(body["jobs"], list)
     assert body["ingest_lag_s"] is None  # nothing ingested in this database
+    keep = {r["hypertable"]: r["keep"] for r in body["retention"]}
+    assert keep["sample"] == "90 days" and keep["sample_5m"] == "1 year"
+    if body["timescaledb"]["license"] == "apache":
+        # No ingest job has run on this database: no rollup is anywhere yet, nothing to redo.
+        assert body["rollups"] == [] and body["rollup_late_notes"] == 0
+        # What the job leaves: a watermark 3 minutes back, a late sample still to redo.
+        with psycopg.connect(api_database, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO rollup_watermark VALUES ('sample_1m', now() - interval '3 minutes')"
+            )
+            conn.execute("INSERT INTO rollup_dirty (machine_id, lo, hi) VALUES (1, now(), now())")
+        try:
+            body = client_for(keys[Role.MAINTENANCE]).get("/api/v1/health/database").json()
+        finally:
+            with psycopg.connect(api_database, autocommit=True) as conn:
+                conn.execute("DELETE FROM rollup_watermark")
+                conn.execute("DELETE FROM rollup_dirty")
+        [rollup] = body["rollups"]
+        assert rollup["name"] == "sample_1m" and 179 < rollup["behind_s"] < 240
+        assert body["rollup_late_notes"] == 1
     forbidden = client_for(keys[Role.VIEWER]).get("/api/v1/health/database")
     assert forbidden.status_code == 403
 
