@@ -268,17 +268,27 @@ async def _rollup_late(conn: asyncpg.Connection, limit: int = 500) -> int:
         r["rollup"]: r["done_until"]
         for r in await conn.fetch("SELECT rollup, done_until FROM rollup_watermark")
     }
+    # A bucket is redone from `sample` alone, so only while retention has dropped none of its
+    # samples: redoing an older one would replace its stored figures with the late rows only.
+    horizon: datetime | None = await conn.fetchval(
+        "SELECT now() - keep FROM retention_policy WHERE hypertable = 'sample'"
+    )
+    skipped = 0
     for mid, lo, hi in merge_spans([(r[0], r[1], r[2]) for r in notes], LATE_MERGE_GAP):
         for name, width in ROLLUPS.items():
             mark = marks.get(name)
             if mark is None:
                 continue  # nothing of it is final yet: the regular run will include them
             seconds = int(width.total_seconds())
-            blo, bhi = await conn.fetchrow(
+            blo, bhi, first_whole = await conn.fetchrow(
                 f"SELECT time_bucket(INTERVAL '{seconds} seconds', $1::timestamptz), "
-                f"time_bucket(INTERVAL '{seconds} seconds', $2::timestamptz) + $3::interval",
-                lo, hi, width,
+                f"time_bucket(INTERVAL '{seconds} seconds', $2::timestamptz) + $3::interval, "
+                f"time_bucket(INTERVAL '{seconds} seconds', $4::timestamptz) + $3::interval",
+                lo, hi, width, horizon,
             )  # fmt: skip
+            if first_whole is not None and blo < first_whole:
+                skipped += 1
+                blo = first_whole
             bhi = min(bhi, mark)  # buckets from the watermark on are still to be written
             if blo >= bhi:
                 continue
@@ -287,6 +297,12 @@ async def _rollup_late(conn: asyncpg.Connection, limit: int = 500) -> int:
                 blo, bhi, mid,
             )  # fmt: skip
             await conn.execute(rollup_sql(name, one_machine=True), blo, bhi, mid)
+    if skipped:
+        log.warning(
+            "rollups: late samples older than sample retention (since %s) left out of %d "
+            "rollup spans: their buckets keep the figures stored before",
+            horizon, skipped,
+        )  # fmt: skip
     return len(notes)
 
 

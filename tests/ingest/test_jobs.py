@@ -167,6 +167,39 @@ def test_a_final_bucket_is_not_read_again_unless_noted_late(db: str) -> None:
     assert left == (0,)
 
 
+def test_a_late_sample_older_than_raw_retention_leaves_its_rollups_alone(db: str) -> None:
+    """Its bucket's other samples are gone: redoing it from `sample` would replace 60 samples'
+    figures with the one late sample's."""
+    old = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=120)
+    with psycopg.connect(db, autocommit=True) as conn:
+        mid = conn.execute(
+            "INSERT INTO machine (site, machine) VALUES ('s', 'old') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("UPDATE retention_policy SET keep = '100 days' WHERE hypertable = 'sample'")
+        for table in ("sample_1m", "sample_5m", "sample_1h"):  # rolled up before the drop
+            conn.execute(
+                f"INSERT INTO {table} (bucket, machine_id, n, spindle_speed_max) "  # noqa: S608
+                f"VALUES (date_bin(INTERVAL '1 {'hour' if table == 'sample_1h' else 'minute'}',"
+                " %s, 'epoch'), %s, 60, 5)",
+                [old, mid],
+            )
+        conn.execute(
+            "INSERT INTO sample (machine_id, ts, spindle_speed) VALUES (%s, %s, 99)", [mid, old]
+        )
+        note_late(conn, mid, old)
+    _run(db)
+    with psycopg.connect(db) as conn:
+        kept = conn.execute(
+            "SELECT n, spindle_speed_max FROM sample_1m WHERE machine_id = %s", [mid]
+        ).fetchall()
+        hours = conn.execute(
+            "SELECT n, spindle_speed_max FROM sample_1h WHERE machine_id = %s", [mid]
+        ).fetchall()
+        left = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()
+    assert kept == [(60, 5.0)] and hours == [(60, 5.0)]
+    assert left == (0,)
+
+
 def test_merge_spans_joins_near_notes_of_one_machine_only() -> None:
     t = datetime(2026, 1, 1, tzinfo=UTC)
     m = timedelta(minutes=1)
