@@ -52,6 +52,8 @@ STATE_HOURS_SETTLE = timedelta(minutes=5)
 #: migration 0006), so one run stays short.
 STATE_HOURS_STEP = timedelta(days=1)
 
+# `next_seq - seq > 1`, not `next_seq > seq + 1`: seq may be 2^63-1 (the protocol's largest),
+# and one overflow made the whole job fail on every run while that row was in the lookback.
 _GAPS_SQL = """
 WITH recent AS (
     SELECT machine_id, session, seq,
@@ -62,7 +64,7 @@ WITH recent AS (
 )
 INSERT INTO sequence_gap (machine_id, session, first_missing, last_missing)
 SELECT machine_id, session, seq + 1, next_seq - 1 FROM recent
-WHERE next_seq > seq + 1 AND received_at < now() - $2::interval
+WHERE next_seq - seq > 1 AND received_at < now() - $2::interval
 ON CONFLICT DO NOTHING
 """
 # A session's lost head (seq 0..k-1 never arrived; the protocol starts every session at 0): the
@@ -103,12 +105,14 @@ SELECT id, now(), 'status', 'unknown', 'silent' FROM silent
 """
 
 
-def rollup_sql(rollup: str, *, one_machine: bool = False) -> str:
+def rollup_sql(rollup: str, *, one_machine: bool = False, exact: bool = False) -> str:
     """Insert the buckets of [$1, $2) of one rollup table from `sample` (of machine $3 only
-    with `one_machine`); the caller deletes them first."""
+    with `one_machine`); the caller deletes them first. `exact`: averages in numeric, for
+    buckets whose float8 average overflows (:func:`_insert_buckets`)."""
     width = ROLLUPS[rollup]
     cols = ", ".join(f"{s}_avg, {s}_min, {s}_max" for s in WIDE_SIGNALS)
-    aggs = ", ".join(f"avg({s}), min({s}), max({s})" for s in WIDE_SIGNALS)
+    avg = "avg({}::numeric)::float8" if exact else "avg({})"
+    aggs = ", ".join(f"{avg.format(s)}, min({s}), max({s})" for s in WIDE_SIGNALS)
     seconds = int(width.total_seconds())
     machine = " AND machine_id = $3" if one_machine else ""
     # Table and column names are our own constants, not input.
@@ -118,6 +122,22 @@ SELECT time_bucket(INTERVAL '{seconds} seconds', ts), machine_id, count(*), {agg
 FROM sample WHERE ts >= $1 AND ts < $2{machine}
 GROUP BY 1, 2
 """  # noqa: S608
+
+
+async def _insert_buckets(conn: asyncpg.Connection, name: str, *args: object) -> None:
+    """Insert rollup buckets (:func:`rollup_sql`; `args`: lo, hi[, machine]).
+
+    PostgreSQL's float8 ``avg`` keeps a sum of squares, so one sample beyond ~1.3e154 (finite,
+    valid on the wire) makes it fail with "value out of range: overflow". A bucket that cannot
+    be written would hold the watermark, and every rollup of the factory, there for good: such
+    a range is written again with numeric averages (exact; ~3x the CPU, so only then)."""
+    one_machine = len(args) == 3
+    try:
+        async with conn.transaction():  # a savepoint: the retry needs a clean state
+            await conn.execute(rollup_sql(name, one_machine=one_machine), *args)
+    except asyncpg.NumericValueOutOfRangeError as exc:
+        log.warning("rollups: %s over %s: float8 average overflowed (%s); numeric", name, args, exc)
+        await conn.execute(rollup_sql(name, one_machine=one_machine, exact=True), *args)
 
 
 async def _locked(conn: asyncpg.Connection, key: int) -> bool:
@@ -243,7 +263,7 @@ async def _rollup(conn: asyncpg.Connection, name: str, width: timedelta, step: t
     if lo is not None and lo < final:
         hi = min(final, lo + max(step, width) // width * width)
         await conn.execute(f"DELETE FROM {name} WHERE bucket >= $1 AND bucket < $2", lo, hi)  # noqa: S608
-        await conn.execute(rollup_sql(name), lo, hi)
+        await _insert_buckets(conn, name, lo, hi)
     else:
         hi = final
     await conn.execute(
@@ -296,7 +316,7 @@ async def _rollup_late(conn: asyncpg.Connection, limit: int = 500) -> int:
                 f"DELETE FROM {name} WHERE machine_id = $3 AND bucket >= $1 AND bucket < $2",  # noqa: S608
                 blo, bhi, mid,
             )  # fmt: skip
-            await conn.execute(rollup_sql(name, one_machine=True), blo, bhi, mid)
+            await _insert_buckets(conn, name, blo, bhi, mid)
     if skipped:
         log.warning(
             "rollups: late samples older than sample retention (since %s) left out of %d "

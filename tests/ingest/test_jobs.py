@@ -262,3 +262,46 @@ def test_a_lost_session_head_is_a_gap(db: str) -> None:
             [mid],
         ).fetchall()
     assert filled == [(0, True), (5, False)]
+
+
+def test_extreme_but_valid_values_and_seqs_do_not_stop_the_jobs(db: str) -> None:
+    """A value of 1e200 (finite, valid on the wire) overflowed PostgreSQL's float8 avg, and a seq
+    of 2^63-1 (the protocol's largest) overflowed the gap query: either failed the job on every
+    run, which would hold every machine's rollups or gap detection."""
+    top = 2**63 - 1
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    with psycopg.connect(db, autocommit=True) as conn:
+        mid = conn.execute(
+            "INSERT INTO machine (site, machine) VALUES ('s', 'huge') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        for k, value in enumerate((1e200, 3e200, -1e300, 1e300)):
+            ts = hour + timedelta(minutes=k // 2, seconds=k)
+            conn.execute(
+                "INSERT INTO sample (machine_id, ts, spindle_speed) VALUES (%s, %s, %s)",
+                [mid, ts, value],
+            )
+            note_late(conn, mid, ts)
+        for seq in (top - 3, top - 1, top):
+            conn.execute(
+                "INSERT INTO message_ledger VALUES (%s, 'big', %s, %s, now() - interval '1 min', "
+                "'telemetry', 1)",
+                [mid, seq, datetime.now(UTC) - timedelta(minutes=5)],
+            )
+    _catch_up(db, gap_settle_s=0)
+    with psycopg.connect(db) as conn:
+        minutes = conn.execute(
+            "SELECT n, spindle_speed_avg, spindle_speed_min, spindle_speed_max FROM sample_1m "
+            "WHERE machine_id = %s ORDER BY bucket",
+            [mid],
+        ).fetchall()
+        hours = conn.execute(
+            "SELECT n, spindle_speed_avg FROM sample_1h WHERE machine_id = %s", [mid]
+        ).fetchall()
+        gaps = conn.execute(
+            "SELECT first_missing, last_missing FROM sequence_gap "
+            "WHERE machine_id = %s AND session = 'big' ORDER BY first_missing",
+            [mid],
+        ).fetchall()
+    assert minutes == [(2, 2e200, 1e200, 3e200), (2, 0.0, -1e300, 1e300)]
+    assert hours == [(4, 1e200)]  # (1e200 + 3e200 - 1e300 + 1e300) / 4, exactly
+    assert gaps == [(0, top - 4), (top - 2, top - 2)]  # the session's lost head, and the hole
