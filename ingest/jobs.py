@@ -9,7 +9,7 @@ edition has continuous aggregates with policies, migration 0003); retention runs
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -190,10 +190,13 @@ async def refresh_state_hours(
         "SELECT time_bucket(INTERVAL '1 hour', now() - $1::interval)", settle
     )
     span = await conn.fetchrow("SELECT lo, hi FROM state_range")
+    # Hours retention has dropped (or would drop) are not filled in again from older events.
+    horizon = await _state_hour_horizon(conn)
     if span is None:
         oldest = await conn.fetchval(
             "SELECT time_bucket(INTERVAL '1 hour', min(ts)) FROM event "
-            "WHERE signal IN ('execution', 'status')"
+            "WHERE signal IN ('execution', 'status') AND ts >= $1",
+            horizon,
         )
         if oldest is None:
             return  # nothing to store yet; the API computes everything from events
@@ -213,9 +216,9 @@ async def refresh_state_hours(
             await conn.execute("SELECT state_hour_refresh($1, $2, $3)", start, hi, mids)
         oldest = await conn.fetchval(
             "SELECT time_bucket(INTERVAL '1 hour', min(ts)) FROM event "
-            "WHERE signal IN ('execution', 'status') AND ts < $1",
-            lo,
-        )
+            "WHERE signal IN ('execution', 'status') AND ts < $1 AND ts >= $2",
+            lo, horizon,
+        )  # fmt: skip
     new_hi = min(target, hi + step)
     if new_hi > hi:
         await conn.execute("SELECT state_hour_refresh($1, $2)", hi, new_hi)
@@ -229,6 +232,30 @@ async def refresh_state_hours(
         "ON CONFLICT (one) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi",
         lo, hi,
     )  # fmt: skip
+
+
+async def _state_hour_horizon(conn: asyncpg.Connection) -> datetime:
+    """The first hour `state_hour` keeps (its `retention_policy` row, migration 0009)."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT time_bucket(INTERVAL '1 hour', now() - keep) + INTERVAL '1 hour' "
+        "FROM retention_policy WHERE hypertable = 'state_hour'"
+    )
+    return value or datetime(1, 1, 1, tzinfo=UTC)
+
+
+async def _state_hour_retention(conn: asyncpg.Connection) -> None:
+    if await conn.fetchval("SELECT to_regclass('state_range') IS NULL"):
+        return
+    horizon = await _state_hour_horizon(conn)
+    span = await conn.fetchrow("SELECT lo, hi FROM state_range")
+    if span is None or span["lo"] >= horizon:
+        return
+    await conn.execute("DELETE FROM state_hour WHERE hour < $1", horizon)
+    if await conn.fetchval("SELECT to_regclass('state_edge') IS NOT NULL"):
+        await conn.execute("DELETE FROM state_edge WHERE hour < $1", horizon)
+    # Everything stored may be older than the horizon: then nothing is, from the horizon on.
+    await conn.execute("UPDATE state_range SET lo = $1, hi = greatest($1, hi)", horizon)
+    log.info("retention: state_hour and state_edge before %s dropped", horizon)
 
 
 async def _rollup(conn: asyncpg.Connection, name: str, width: timedelta, step: timedelta) -> None:
@@ -360,3 +387,4 @@ async def _retention(conn: asyncpg.Connection, settings: IngestSettings) -> None
         )  # fmt: skip
         if dropped:
             log.info("retention: dropped %d chunks of %s", len(dropped), r["hypertable"])
+    await _state_hour_retention(conn)

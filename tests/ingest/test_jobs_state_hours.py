@@ -179,3 +179,35 @@ def test_the_state_at_each_stored_hour_boundary_and_late_events(db: str) -> None
         edges = _edges(conn, bare)
         assert edges[hours[0]] == (None, None) and edges[hours[2]] == (0, None)
         assert _seconds(conn, bare, lo, hi) == {(None, None): 1200}
+
+
+def test_stored_hours_older_than_their_retention_are_dropped_and_not_refilled(db: str) -> None:
+    """state_hour / state_edge (plain tables) follow their retention_policy row like the
+    hypertables: without it they grew by ~3 rows per machine and hour for good."""
+    this_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with psycopg.connect(db, autocommit=True) as conn:
+        (mid,) = conn.execute(
+            "INSERT INTO machine (site, machine) VALUES ('s', 'kept') RETURNING id"
+        ).fetchone() or (None,)
+        # ACTIVE since 50 days ago (an event older than the retention below), READY 2 h ago.
+        conn.execute(_EXECUTION, [mid, this_hour - timedelta(days=50), "ACTIVE"])
+        conn.execute(_EXECUTION, [mid, this_hour - timedelta(hours=2), "READY"])
+        for _ in range(60):  # the backfill goes a day per run
+            _run(db)
+        lo, _hi = conn.execute("SELECT lo, hi FROM state_range").fetchone() or (None, None)
+        assert lo == this_hour - timedelta(days=50)
+        conn.execute("UPDATE retention_policy SET keep = '30 days' WHERE hypertable = 'state_hour'")
+        _run(db)
+        _run(db)  # and the backfill does not fill them in again
+        horizon = this_hour - timedelta(days=30) + timedelta(hours=1)
+        lo, _hi = conn.execute("SELECT lo, hi FROM state_range").fetchone() or (None, None)
+        oldest = conn.execute(
+            "SELECT min(hour) FROM state_hour WHERE machine_id = %s", [mid]
+        ).fetchone()
+        edges = conn.execute("SELECT min(hour) FROM state_edge WHERE machine_id = %s", [mid])
+        oldest_edge = edges.fetchone()
+        hours = _hours(conn, mid)
+    assert lo == horizon
+    assert oldest == (horizon,) and oldest_edge == (horizon,)
+    assert hours[(horizon, "ACTIVE")] == 3600  # what is kept is unchanged
+    assert hours[(this_hour - timedelta(hours=2), "READY")] == 3600
