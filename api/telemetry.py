@@ -1,28 +1,35 @@
 """Downsampled telemetry: min / max / avg of chosen signals per bucket, from raw samples or rollups.
 
 The bucket width is the window divided by the requested number of points, rounded up to a whole
-second, and up to a whole minute or hour when a rollup (`sample_1m`, `sample_1h`; ingest's
-migration 0003) can serve it. Rollups are read only before their watermark (`rollup_watermark`,
-where ingest's own job has got to); the rest of the window, and any window a rollup cannot serve,
-comes from the raw `sample` table, split on a bucket boundary so no bucket is counted twice.
-Averages over rollup buckets are weighted by each bucket's sample count.
+second, and up to a whole multiple of the coarsest rollup (`sample_1h`, `sample_5m`, `sample_1m`;
+ingest's migrations 0003 and 0008) no wider than that. Rollups are read only before their
+watermark (`rollup_watermark`, where ingest's own job has got to), and in a chain: the chosen
+rollup as far as its watermark, then each finer rollup whose width divides the bucket as far as
+its own, then the raw `sample` table to the window's end (1h -> 5m -> 1m -> raw; the hour's
+watermark may be an hour behind the minute's). Each source reads whole buckets of its own
+(the parts of the window before a coarser source's first bucket, or after its watermark, come
+from the finer ones), so no sample is counted twice, and a bucket may be summed from several
+sources in one statement. Averages over rollup buckets are weighted by each bucket's sample
+count; a rollup row counts in the bucket where it starts.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from protocol import SignalChannel, get_signal
 
-__all__ = ["ROLLUPS", "Series", "downsample", "plan", "wide_signal"]
+__all__ = ["ROLLUPS", "Segment", "Series", "downsample", "plan", "segments", "wide_signal"]
 
 #: rollup table -> its bucket width in seconds (coarsest first).
-ROLLUPS: dict[str, int] = {"sample_1h": 3600, "sample_1m": 60}
+ROLLUPS: dict[str, int] = {"sample_1h": 3600, "sample_5m": 300, "sample_1m": 60}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def wide_signal(name: str) -> bool:
@@ -39,6 +46,15 @@ class Plan:
     bucket_s: int
     rollup: str | None
 
+    @property
+    def chain(self) -> list[str]:
+        """The rollups that may serve these buckets, coarsest first: the chosen one and every
+        finer one whose width divides the bucket width."""
+        if self.rollup is None:
+            return []
+        top = ROLLUPS[self.rollup]
+        return [t for t, w in ROLLUPS.items() if w <= top and self.bucket_s % w == 0]
+
 
 def plan(window_s: float, points: int) -> Plan:
     """The bucket width for `points` buckets over `window_s` seconds, and the rollup to use."""
@@ -49,6 +65,48 @@ def plan(window_s: float, points: int) -> Plan:
     return Plan(bucket_s=raw, rollup=None)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """[lo, hi) of the window read from `table` (`sample` = raw)."""
+
+    table: str
+    lo: datetime
+    hi: datetime
+
+
+def _floor(t: datetime, width: int) -> datetime:
+    return _EPOCH + timedelta(seconds=(t - _EPOCH) // timedelta(seconds=width) * width)
+
+
+def _ceil(t: datetime, width: int) -> datetime:
+    down = _floor(t, width)
+    return down if down == t else down + timedelta(seconds=width)
+
+
+def segments(
+    start: datetime, end: datetime, chain: list[str], marks: dict[str, datetime | None]
+) -> list[Segment]:
+    """[start, end) split between the rollups of `chain` (coarsest first) and raw samples: each
+    rollup takes its whole buckets before its watermark (`marks`; none: nothing), the finer
+    sources what lies before and after them."""
+    if start >= end:
+        return []
+    if not chain:
+        return [Segment("sample", start, end)]
+    table, rest = chain[0], chain[1:]
+    width = ROLLUPS[table]
+    mark = marks.get(table)
+    lo = _ceil(start, width)
+    hi = _floor(min(end, mark), width) if mark is not None else lo
+    if lo >= hi:
+        return segments(start, end, rest, marks)
+    return [
+        *segments(start, lo, rest, marks),
+        Segment(table, lo, hi),
+        *segments(hi, end, rest, marks),
+    ]
+
+
 @dataclass
 class Series:
     t: list[datetime]
@@ -56,36 +114,52 @@ class Series:
     sources: list[str]
 
 
-def _raw_sql(signals: list[str]) -> str:
-    aggs = ", ".join(f"min({s}), max({s}), avg({s})" for s in signals)
-    # Column names are catalogue signal names checked by `wide_signal`, never free text.
-    return f"""SELECT time_bucket($1::interval, ts, $2::timestamptz) AS t, {aggs}
-                 FROM sample WHERE machine_id = $3 AND ts >= $2 AND ts < $4
-                GROUP BY 1 ORDER BY 1"""  # noqa: S608
+def _part_sql(table: str, signals: list[str], k: int) -> str:
+    """Segment `k`'s rows (bounds `$k`, `$k+1`; `$3` the machine), each with its bucket (`$1`
+    wide from `$2`) and per signal: min, max, sum and count of samples."""
+    if table == "sample":
+        values = ", ".join(f"{s}, {s}, {s}, ({s} IS NOT NULL)::int" for s in signals)
+        column = "ts"
+    else:
+        values = ", ".join(
+            f"{s}_min, {s}_max, {s}_avg * n, CASE WHEN {s}_avg IS NOT NULL THEN n END"
+            for s in signals
+        )
+        column = "bucket"
+    # Column names are catalogue signal names checked by `wide_signal`, never free text, and
+    # tables come from ROLLUPS.
+    return f"""SELECT time_bucket($1::interval, {column}, $2::timestamptz), {values}
+                 FROM {table} WHERE machine_id = $3 AND {column} >= ${k} AND {column} < ${k + 1}"""  # noqa: S608
 
 
-def _rollup_sql(table: str, signals: list[str]) -> str:
+def _downsample_sql(parts: list[Segment], signals: list[str]) -> str:
+    """One statement for every segment: their rows aggregated per bucket, in one pass (as cheap
+    as a single table's query: pgbench, the bench's week from sample_5m)."""
+    union = "\n UNION ALL\n".join(
+        _part_sql(p.table, signals, 4 + 2 * k) for k, p in enumerate(parts)
+    )
+    names = ", ".join(f"{s}_min, {s}_max, {s}_sum, {s}_n" for s in signals)
     aggs = ", ".join(
-        f"min({s}_min), max({s}_max), "
-        f"sum({s}_avg * n) / nullif(sum(n) FILTER (WHERE {s}_avg IS NOT NULL), 0)"
+        f"min({s}_min), max({s}_max), (sum({s}_sum) / nullif(sum({s}_n), 0))::float8"
         for s in signals
     )
-    return f"""SELECT time_bucket($1::interval, bucket, $2::timestamptz) AS t, {aggs}
-                 FROM {table} WHERE machine_id = $3 AND bucket >= $2 AND bucket < $4
-                GROUP BY 1 ORDER BY 1"""  # noqa: S608
+    return f"SELECT t, {aggs} FROM ({union}) AS p (t, {names}) GROUP BY t ORDER BY t"  # noqa: S608
 
 
-async def _watermark(conn: asyncpg.Connection, table: str) -> datetime | None:
-    # Asked straight away, not after checking the table exists: each statement is a round trip
-    # (~0.3 ms of the API's CPU on a small VM), and only a database without ingest's migration
-    # 0003 lacks it. Savepoint-free: the route's connection is not in a transaction.
+async def _watermarks(conn: asyncpg.Connection, tables: list[str]) -> dict[str, datetime | None]:
+    """Each rollup's watermark (None: the job has not written it yet, or a database without
+    ingest's migration 0003). One statement: each is a round trip (~0.3 ms of the API's CPU on a
+    small VM); savepoint-free, the route's connection is not in a transaction."""
+    if not tables:
+        return {}
     try:
-        value: Any = await conn.fetchval(
-            "SELECT done_until FROM rollup_watermark WHERE rollup = $1", table
+        rows = await conn.fetch(
+            "SELECT rollup, done_until FROM rollup_watermark WHERE rollup = ANY($1::text[])",
+            tables,
         )
     except asyncpg.UndefinedTableError:
-        return None
-    return value if isinstance(value, datetime) else None
+        return {}
+    return {r["rollup"]: r["done_until"] for r in rows if isinstance(r["done_until"], datetime)}
 
 
 async def downsample(
@@ -101,29 +175,25 @@ async def downsample(
         if not wide_signal(s):
             raise ValueError(f"{s!r} is not a catalogue telemetry signal")
     p = plan((end - start).total_seconds(), points)
-    width = timedelta(seconds=p.bucket_s)
-    rows: list[Any] = []
-    sources: list[str] = []
-    split = start
-    if p.rollup is not None:
-        mark = await _watermark(conn, p.rollup)
-        if mark is not None and mark > start:
-            whole = int((min(mark, end) - start) / width)
-            split = start + whole * width
-        if split > start:
-            rows += await conn.fetch(_rollup_sql(p.rollup, signals), width, start, mid, split)
-            sources.append(p.rollup)
-    if split < end:
-        rows += await conn.fetch(_raw_sql(signals), width, split, mid, end)
-        sources.append("sample")
-    series = Series(
-        t=[r["t"] for r in rows],
-        values={s: {"min": [], "max": [], "avg": []} for s in signals},
-        sources=sources,
+    chain = p.chain
+    parts = segments(start, end, chain, await _watermarks(conn, chain))
+    used = {part.table for part in parts}
+    bounds: list[Any] = [b for part in parts for b in (part.lo, part.hi)]
+    rows = await conn.fetch(
+        _downsample_sql(parts, signals), timedelta(seconds=p.bucket_s), start, mid, *bounds
     )
-    for r in rows:
-        for k, s in enumerate(signals):
-            for j, stat in enumerate(("min", "max", "avg")):
-                value = r[1 + 3 * k + j]
-                series.values[s][stat].append(None if value is None else float(value))
+    # Columns at C speed: a Python loop over every value cost the API more than the query.
+    t, *columns = (
+        (list(c) for c in zip(*rows, strict=True))
+        if rows
+        else ([] for _ in range(1 + 3 * len(signals)))
+    )
+    series = Series(
+        t=t,
+        values={
+            s: {stat: columns[3 * k + j] for j, stat in enumerate(("min", "max", "avg"))}
+            for k, s in enumerate(signals)
+        },
+        sources=[table for table in [*chain, "sample"] if table in used],
+    )
     return p, series

@@ -90,6 +90,25 @@ def _days(statement: str) -> str:
     return _WORKDAYS + statement
 
 
+#: Rollup columns the bench fills (ingest's rollups have one triple per catalogue signal).
+_SIGNALS = ("spindle_load", "feedrate", "spindle_speed")
+
+
+def _five_minute_sql(lo: str, hi: str) -> str:
+    """sample_5m from sample_1m's rows in [lo, hi) (psycopg parameters), as ingest's job
+    (ingest/jobs.py, migration 0008) would write it: sample-count weighted averages."""
+    columns = ", ".join(f"{s}_avg, {s}_min, {s}_max" for s in _SIGNALS)
+    aggregates = ", ".join(
+        f"sum({s}_avg * n) / nullif(sum(n) FILTER (WHERE {s}_avg IS NOT NULL), 0), "
+        f"min({s}_min), max({s}_max)"
+        for s in _SIGNALS
+    )
+    return f"""INSERT INTO sample_5m (bucket, machine_id, n, {columns})
+           SELECT time_bucket(INTERVAL '5 minutes', bucket), machine_id, sum(n), {aggregates}
+             FROM sample_1m WHERE bucket >= {lo} AND bucket < {hi}
+            GROUP BY 1, 2"""  # noqa: S608
+
+
 _STEPS = [
     (
         "machines",
@@ -207,6 +226,12 @@ _STEPS = [
         ),
     ),
     (
+        # as ingest's job would write it (ingest/jobs.py, migration 0008): each 5 minutes of
+        # the minute rows above, sample-count weighted
+        "5-minute rollup",
+        _five_minute_sql("%(minute_start)s", "%(mark)s"),
+    ),
+    (
         "raw samples after the watermark",
         """INSERT INTO sample (machine_id, ts, spindle_load, feedrate, spindle_speed)
            SELECT m.id, t, 30 + random() * 20, 1500 + random() * 100, 6000
@@ -217,7 +242,7 @@ _STEPS = [
     (
         "watermarks and machine status",
         """INSERT INTO rollup_watermark (rollup, done_until)
-           VALUES ('sample_1m', %(mark)s), ('sample_1h', %(mark)s)
+           VALUES ('sample_1m', %(mark)s), ('sample_5m', %(mark)s), ('sample_1h', %(mark)s)
            ON CONFLICT (rollup) DO UPDATE SET done_until = EXCLUDED.done_until;
            UPDATE machine m SET status = s.value, online = s.value = 'online',
                   status_since = s.ts, last_seen = greatest(s.ts, %(end)s - INTERVAL '5 seconds')
@@ -237,6 +262,27 @@ _STEPS = [
         "DELETE FROM state_hour_dirty",
     ),
 ]
+
+
+def _backfill_five_minutes(url: str) -> None:
+    """A database generated before sample_5m (migration 0008): its 5-minute rollup from the
+    minute rows, watermark as the minute rollup's, as ingest's job would have written it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM sample_5m LIMIT 1) x), "
+            "(SELECT done_until FROM rollup_watermark WHERE rollup = 'sample_1m')"
+        ).fetchone()
+        if row is None or row[0] or row[1] is None:
+            return
+        t = time.perf_counter()
+        conn.execute(_five_minute_sql("'-infinity'", "%s").encode(), [row[1]])
+        conn.execute(
+            "INSERT INTO rollup_watermark (rollup, done_until) VALUES ('sample_5m', %s) "
+            "ON CONFLICT (rollup) DO UPDATE SET done_until = EXCLUDED.done_until",
+            [row[1]],
+        )
+        conn.execute("VACUUM ANALYZE sample_5m")
+        print(f"  {'5-minute rollup (from 1m)':<34} {time.perf_counter() - t:7.1f} s", flush=True)
 
 
 def _state_hours(url: str) -> None:
@@ -284,7 +330,7 @@ def generate(url: str, machines: int, days: int, minute_days: int) -> tuple[date
         t = time.perf_counter()
         conn.execute("ANALYZE")
         print(f"  {'ANALYZE':<34} {time.perf_counter() - t:7.1f} s", flush=True)
-        for table in ("event", "sample", "sample_1m", "sample_1h"):
+        for table in ("event", "sample", "sample_1m", "sample_5m", "sample_1h"):
             rows, size = conn.execute(
                 sql.SQL(
                     "SELECT (SELECT count(*) FROM {}), "
@@ -522,6 +568,7 @@ def main() -> None:
         applied, _ = apply_migrations(url)  # a database kept by an older version: backfills
         for m in applied:
             print(f"  applied migration {m.version:04d}_{m.name}")
+        _backfill_five_minutes(url)  # a kept database generated before migration 0008
         _state_hours(url)  # a kept database: the hours since it was last benched
         with psycopg.connect(url) as conn:
             (end,) = conn.execute("SELECT max(ts) FROM event").fetchone() or (None,)

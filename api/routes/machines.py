@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
@@ -287,18 +288,23 @@ async def telemetry(
         )
     mid = await _mid(conn, ref)
     p, series = await downsample(conn, mid, names, from_, to, points)
-    return _serialised(
-        Telemetry,
-        {
-            "site": ref.site,
-            "machine": ref.machine,
-            "from": from_,
-            "to": to,
-            "bucket_s": p.bucket_s,
-            "sources": series.sources,
-            "t": series.t,
-            "series": series.values,
-        },
+    # Serialised as they come (the model's JSON: tests/api/test_machines.py checks it against
+    # `Telemetry`): validating some 2,400 floats and 400 times first cost more than the rest.
+    return Response(
+        orjson.dumps(
+            {
+                "site": ref.site,
+                "machine": ref.machine,
+                "from": from_,
+                "to": to,
+                "bucket_s": p.bucket_s,
+                "sources": series.sources,
+                "t": series.t,
+                "series": series.values,
+            },
+            option=orjson.OPT_UTC_Z,
+        ),
+        media_type="application/json",
     )
 
 

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from api.config import ApiSettings
 from api.keys import Role
-from api.routes.machines import MachineStatus
+from api.routes.machines import MachineStatus, Telemetry
 from tests.api.conftest import add_machines, error_of, make_key, serve
 
 pytestmark = pytest.mark.services
@@ -281,7 +281,11 @@ def test_telemetry_downsampled_from_raw_samples(
         "signals": "spindle_load,feedrate",
         "points": "12",
     }
-    body = viewer.get(f"/api/v1/machines/{site}:m01/telemetry", params=params).json()
+    response = viewer.get(f"/api/v1/machines/{site}:m01/telemetry", params=params)
+    # the route writes its JSON itself: the same bytes as its documented model's
+    model = Telemetry.model_validate_json(response.content)
+    assert model.model_dump_json(by_alias=True).encode() == response.content
+    body = response.json()
     assert body["bucket_s"] == 600 and body["sources"] == ["sample"]  # no rollup watermark yet
     assert len(body["t"]) == 12 and body["t"][1] == f"{DAY}T08:10:00Z"
     load = body["series"]["spindle_load"]
@@ -296,37 +300,77 @@ def test_telemetry_downsampled_from_raw_samples(
     assert fine["bucket_s"] == 4 and len(fine["t"]) == 720  # every sample in its own bucket
 
 
-def test_telemetry_reads_rollups_up_to_their_watermark(
+def _truth(lo: str, hi: str) -> tuple[float, float, float, int]:
+    """min, max, avg and count of the `samples` fixture's spindle_load in [lo, hi), from its
+    formula: a sample every 10 s from 08:00, valued at the minutes since 08:00."""
+    values = [k / 6 for k in range(720) if _t(lo) <= _t("08:00") + k * _10S < _t(hi)]
+    return min(values), max(values), sum(values) / len(values), len(values)
+
+
+_10S = datetime(2026, 1, 5, 0, 0, 10, tzinfo=UTC) - datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def test_telemetry_chains_rollups_up_to_each_watermark(
     site: str, samples: int, viewer: httpx.Client, api_database: str
 ) -> None:
+    """10-minute buckets, 08:00-10:00: sample_5m (the plan's rollup) up to its watermark at
+    09:00, then sample_1m (lagging less) to its watermark at 09:30, then raw samples. Rollup rows
+    are the fixture's truth computed here (n, min, avg), with max marked per source (+1000 from
+    5m, +2000 from 1m), so each bucket shows where it came from and min and avg must be the raw
+    samples' whatever the source."""
     with psycopg.connect(api_database, autocommit=True) as conn:
         license_ = conn.execute("SELECT license FROM arbor_timescaledb").fetchone()
         if license_ and license_[0] == "timescale":
-            pytest.skip("sample_1m is a continuous aggregate here; ingest's tests cover it")
-        # Rollup rows distinguishable from the raw data, and a watermark at 09:00.
+            pytest.skip("the rollups are continuous aggregates here; ingest's tests cover them")
+        for table, width, mark, lo, hi in [("sample_5m", 300, 1000, "08:00", "09:00"),
+                                           ("sample_1m", 60, 2000, "08:00", "10:00")]:  # fmt: skip
+            at = _t(lo)
+            while at < _t(hi):
+                span = (at.strftime("%H:%M:%S"), (at + width * _10S / 10).strftime("%H:%M:%S"))
+                mn, mx, avg, n = _truth(*span)
+                conn.execute(
+                    f"INSERT INTO {table} (bucket, machine_id, n, spindle_load_min, "  # noqa: S608
+                    "spindle_load_max, spindle_load_avg, feedrate_min, feedrate_max, "
+                    "feedrate_avg) VALUES (%s, %s, %s, %s, %s, %s, 1000, 1000, 1000)",
+                    [at, samples, n, mn, mx + mark, avg],
+                )
+                at += width * _10S / 10
+        # 1m rows after its watermark (09:30) are not final: never read (the raw samples are)
         conn.execute(
-            """INSERT INTO sample_1m (bucket, machine_id, n, spindle_load_min, spindle_load_max,
-                                      spindle_load_avg)
-               SELECT b, %s, 6, -1, 100, 50
-                 FROM generate_series(%s::timestamptz, %s::timestamptz, interval '1 min') b""",
-            [samples, _t("08:00"), _t("08:59")],
-        )
-        conn.execute(
-            "INSERT INTO rollup_watermark (rollup, done_until) VALUES ('sample_1m', %s)",
-            [_t("09:05")],
+            "INSERT INTO rollup_watermark (rollup, done_until) VALUES ('sample_5m', %s), "
+            "('sample_1m', %s), ('sample_1h', %s)",
+            [_t("09:00"), _t("09:30"), _t("08:00")],
         )
     params = {
         "from": f"{DAY}T08:00:00Z",
         "to": f"{DAY}T10:00:00Z",
-        "signals": "spindle_load",
+        "signals": "spindle_load,feedrate",
         "points": "12",
     }
     body = viewer.get(f"/api/v1/machines/{site}:m01/telemetry", params=params).json()
-    assert body["sources"] == ["sample_1m", "sample"]
+    assert body["bucket_s"] == 600
+    assert body["sources"] == ["sample_5m", "sample_1m", "sample"]
     load = body["series"]["spindle_load"]
-    # Buckets before the watermark (rounded down to a bucket: 09:00) come from the rollup.
-    assert load["min"][:6] == [-1.0] * 6 and load["avg"][:6] == [50.0] * 6
-    assert load["min"][6] == pytest.approx(60.0) and len(body["t"]) == 12
+    assert len(body["t"]) == 12 and body["t"][6] == f"{DAY}T09:00:00Z"
+    for k in range(12):
+        lo = f"{8 + k // 6:02d}:{k % 6 * 10:02d}"
+        hi = f"{8 + (k + 1) // 6:02d}:{(k + 1) % 6 * 10:02d}"
+        mn, mx, avg, _ = _truth(lo, hi)
+        assert load["min"][k] == pytest.approx(mn) and load["avg"][k] == pytest.approx(avg)
+        assert load["max"][k] == pytest.approx(mx + (1000 if k < 6 else 2000 if k < 9 else 0))
+    assert body["series"]["feedrate"]["avg"] == [1000.0] * 12
+    # A window starting off the 5-minute grid: 08:02-08:05 from sample_1m, then 5-minute rows
+    # (each counted in the bucket where it starts; buckets still start at `from`).
+    body = viewer.get(
+        f"/api/v1/machines/{site}:m01/telemetry", params=params | {"from": f"{DAY}T08:02:00Z"}
+    ).json()
+    assert body["bucket_s"] == 600
+    assert body["sources"] == ["sample_5m", "sample_1m", "sample"]
+    assert body["t"][0] == f"{DAY}T08:02:00Z"
+    assert body["series"]["spindle_load"]["min"][0] == pytest.approx(2.0)
+    assert body["series"]["spindle_load"]["max"][0] == pytest.approx(
+        _truth("08:04", "08:05")[1] + 2000
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The telemetry route's rollup watermark is read in one statement; a database without ingest's
-migration 0003 (no rollup_watermark table) reads raw samples only."""
+"""The telemetry route's rollup watermarks are read in one statement; a database without
+ingest's migration 0003 (no rollup_watermark table) reads raw samples only."""
 
 from __future__ import annotations
 
@@ -9,24 +9,27 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from api.telemetry import _watermark
+from api.telemetry import _watermarks
 
 pytestmark = pytest.mark.services
 
 
-def test_watermark_with_and_without_the_table(fresh_database: str) -> None:
+def test_watermarks_with_and_without_the_table(fresh_database: str) -> None:
     mark = datetime(2026, 3, 2, 6, tzinfo=UTC)
+    chain = ["sample_5m", "sample_1m"]
 
-    async def run() -> tuple[datetime | None, datetime | None, datetime | None]:
+    async def run() -> tuple[dict[str, datetime | None], dict[str, datetime | None]]:
         conn = await asyncpg.connect(fresh_database)
         try:
-            absent = await _watermark(conn, "sample_1m")
+            absent = await _watermarks(conn, chain)
             await conn.execute(
                 "CREATE TABLE rollup_watermark (rollup text PRIMARY KEY, done_until timestamptz)"
             )
-            await conn.execute("INSERT INTO rollup_watermark VALUES ('sample_1m', $1)", mark)
-            return absent, await _watermark(conn, "sample_1m"), await _watermark(conn, "sample_1h")
+            await conn.execute(
+                "INSERT INTO rollup_watermark VALUES ('sample_1m', $1), ('sample_1h', $1)", mark
+            )
+            return absent, await _watermarks(conn, chain)
         finally:
             await conn.close()
 
-    assert asyncio.run(run()) == (None, mark, None)
+    assert asyncio.run(run()) == ({}, {"sample_1m": mark})
