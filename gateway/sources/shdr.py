@@ -107,8 +107,14 @@ class ParserStats:
 
 
 _TS_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?"
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?"
+    r"\s*(Z|[+-]\d{2}:?\d{2})?",
+    re.IGNORECASE,
 )
+# ``<timestamp>@<duration>``: the agent's observation duration suffix (dropped here).
+_DURATION_RE = re.compile(r"@[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# A bare number instead of a timestamp: milliseconds on the adapter's own clock (relative time).
+_RELATIVE_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 
 
 def parse_shdr_timestamp(text: str) -> datetime:
@@ -119,7 +125,7 @@ def parse_shdr_timestamp(text: str) -> datetime:
     year, month, day, hour, minute, second, frac, zone = m.groups()
     micro = int((frac + "00000")[:6]) if frac else 0
     tz: timezone = UTC
-    if zone and zone != "Z":
+    if zone and zone.upper() != "Z":
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")
         tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
@@ -130,41 +136,62 @@ def parse_shdr_timestamp(text: str) -> datetime:
 
 
 def split_fields(line: str) -> list[str]:
-    """Split an SHDR line on ``|``, honouring ``"quoted"`` values and ``\\|`` escapes."""
-    if '"' not in line and "\\" not in line:
+    """Split an SHDR line on ``|`` the way the MTConnect reference agent does.
+
+    A field that starts (after blanks) with ``"`` and whose closing ``"`` is followed by ``|`` or
+    the end of the line is quoted: inside it ``\\x`` stands for ``x`` (so ``\\|`` is a pipe).
+    Anything else is read as it stands, backslashes included (``C:\\NC\\O1234``,
+    ``\\\\server\\share``): an unquoted ``a\\|b`` is two fields, as the agent reads it, and
+    a quote that does not close a field (``"5" bolt``, ``"open``) is kept as text.
+    """
+    if '"' not in line:
         return line.split("|")
     out: list[str] = []
-    buf: list[str] = []
-    at_start = True
-    quoted = False
     i, n = 0, len(line)
-    while i < n:
-        c = line[i]
-        if c == "\\" and i + 1 < n and line[i + 1] in '|"\\':
-            buf.append(line[i + 1])
-            i += 2
-            at_start = False
+    while True:
+        j = i
+        while j < n and line[j] in " \t":
+            j += 1
+        if j < n and line[j] == '"':
+            quoted = _quoted_field(line, j + 1)
+            if quoted is not None:
+                text, after = quoted
+                out.append(text)
+                if after >= n:
+                    return out
+                i = after + 1
+                continue
+        end = line.find("|", i)
+        if end < 0:
+            out.append(line[i:])
+            return out
+        out.append(line[i:end])
+        i = end + 1
+
+
+def _quoted_field(line: str, start: int) -> tuple[str, int] | None:
+    """The text of a quoted field opened just before ``start`` and the index of the ``|`` (or the
+    end) after its closing quote; ``None`` if it is not a well-formed quoted field."""
+    buf: list[str] = []
+    k, n = start, len(line)
+    while k < n:
+        c = line[k]
+        if c == "\\" and k + 1 < n:
+            buf.append(line[k + 1])
+            k += 2
             continue
-        if quoted:
-            if c == '"':
-                quoted = False
-            else:
-                buf.append(c)
-        elif c == '"' and at_start:
-            quoted = True
-            at_start = False
-        elif c == "|":
-            out.append("".join(buf))
-            buf = []
-            at_start = True
-        else:
-            buf.append(c)
-            at_start = False
-        i += 1
-    if quoted:  # an unterminated quote: read the line as if there were no quoting at all
-        return line.split("|")
-    out.append("".join(buf))
-    return out
+        if c == "|":  # an unescaped pipe before the closing quote
+            return None
+        if c == '"':
+            m = k + 1
+            while m < n and line[m] in " \t":
+                m += 1
+            if m >= n or line[m] == "|":
+                return "".join(buf), m
+            return None
+        buf.append(c)
+        k += 1
+    return None
 
 
 _MULTILINE = "--multiline--"
@@ -173,14 +200,18 @@ _MAX_MULTILINE_CHARS = 4 * 1024 * 1024
 
 @dataclass(slots=True)
 class _Multiline:
+    """A line whose last field is ``--multiline--TAG``: its tokens, waiting for the body."""
+
     terminator: str
-    device: DeviceModel
-    ts: datetime
+    tokens: list[str]
     arrival: datetime
-    asset_id: str
-    asset_type: str
+    first_line: str
     lines: list[str] = field(default_factory=list)
     size: int = 0
+
+
+# Condition levels: an undeclared key followed by one of these is an undeclared condition.
+_LEVEL_WORDS = frozenset({"NORMAL", "WARNING", "FAULT", "UNAVAILABLE"})
 
 
 class ShdrParser:
@@ -206,6 +237,7 @@ class ShdrParser:
         self._multiline: _Multiline | None = None
         self._last_ts_text = ""
         self._last_ts = datetime.min.replace(tzinfo=UTC)
+        self._relative: tuple[datetime, float] | None = None  # (arrival, offset ms) of the first
 
     # -- public -----------------------------------------------------------------------------
 
@@ -213,17 +245,25 @@ class ShdrParser:
         """Parse one line (with or without its line ending); never raises on bad input."""
         self.stats.lines += 1
         line = line.rstrip("\r\n")
-        if self._multiline is not None:
-            return self._feed_multiline(line)
-        if not line.strip():
-            return []
-        if line[0] == "*":
-            return self._command(line)
         try:
-            return self._data(line, arrival)
-        except (ValueError, IndexError) as exc:  # defensive: a line we did not foresee
-            self._malformed(line, str(exc))
+            if self._multiline is not None:
+                return self._feed_multiline(line)
+            if not line.strip():
+                return []
+            if line.lstrip()[0] == "*":
+                return self._command(line.lstrip())
+            return self._data(split_fields(line), line, arrival)
+        except (ValueError, IndexError, OverflowError) as exc:  # defensive: a line not foreseen
+            self._malformed(line, str(exc) or type(exc).__name__)
             return []
+
+    def reset(self) -> None:
+        """Forget what belongs to one connection (a multiline body in progress, the relative
+        time base); called when the adapter connection is made again."""
+        if self._multiline is not None:
+            self._malformed(self._multiline.first_line, "multiline value cut off by a reconnect")
+        self._multiline = None
+        self._relative = None
 
     # -- internals --------------------------------------------------------------------------
 
@@ -243,9 +283,9 @@ class ShdrParser:
         body = line[1:].strip()
         upper = body.upper()
         if upper.startswith("PONG"):
-            return [Command("pong", body[4:].strip())]
+            return [Command("pong", body[4:].lstrip(" :").strip())]
         if upper.startswith("PING"):
-            return [Command("ping", body[4:].strip())]
+            return [Command("ping", body[4:].lstrip(" :").strip())]
         name, _, value = body.partition(":")
         command = Command(name.strip().lower(), value.strip())
         if command.name == "device":
@@ -256,10 +296,21 @@ class ShdrParser:
                 self._current = device
         return [command]
 
-    def _timestamp(self, text: str, arrival: datetime) -> datetime | None:
+    def _timestamp(self, text: str, arrival: datetime) -> datetime:
         if text == self._last_ts_text:
             return self._last_ts
-        ts = parse_shdr_timestamp(text)
+        bare = text
+        duration = _DURATION_RE.search(bare)
+        if duration is not None and duration.end() == len(bare):
+            bare = bare[: duration.start()].strip()
+        if _RELATIVE_RE.fullmatch(bare):  # relative time: ms since some point of the adapter's
+            offset = float(bare)
+            if self._relative is None:
+                self._relative = (arrival, offset)
+            base, first = self._relative
+            # not cached: after a reconnect the same text means another time
+            return base + timedelta(milliseconds=offset - first)
+        ts = parse_shdr_timestamp(bare)
         self._last_ts_text, self._last_ts = text, ts
         return ts
 
@@ -269,7 +320,7 @@ class ShdrParser:
             prefix, _, rest = key.partition(":")
             found = self._by_name.get(prefix)
             if found is not None:
-                device, key = found, rest
+                device, key = found, rest.strip()
         if device is None:
             device = self._current
         if device is not None:
@@ -292,12 +343,37 @@ class ShdrParser:
                 name,
             )
 
-    def _data(self, line: str, arrival: datetime) -> list[Record]:
-        tokens = split_fields(line)
+    def _known(self, token: str) -> bool:
+        key = token.strip()
+        return bool(key) and self._resolve(key)[1] is not None
+
+    def _skip_unknown(self, tokens: list[str], i: int) -> int:
+        """Where to go on after the undeclared key at ``i``: usually its one value (``key|value``),
+        but an undeclared condition, message or time series has more fields, and reading those as
+        keys would misplace the rest of the line; so resynchronise on the next declared key."""
+        n = len(tokens)
+        if i + 1 < n and tokens[i + 1].strip().upper() in _LEVEL_WORDS and i + 2 < n:
+            # ``key|level|code|severity|qualifier|text``: a condition takes the rest of its six
+            nxt = i + 6
+        else:
+            nxt = i + 2
+        if nxt >= n or self._known(tokens[nxt]):
+            return nxt
+        for j in range(i + 1, n):
+            if self._known(tokens[j]):
+                return j
+        return nxt  # nothing declared follows: the next pair is another undeclared key
+
+    def _data(self, tokens: list[str], line: str, arrival: datetime) -> list[Record]:
         if len(tokens) < 2:
             self.stats.stray += 1
             if self.stats.stray <= 5:
                 log.info("shdr %s: non-protocol line ignored: %.120r", self.label, line)
+            return []
+        last = tokens[-1].strip()
+        if last.startswith(_MULTILINE) and len(last) > len(_MULTILINE):
+            # the value follows on the next lines, up to a line that repeats the marker
+            self._multiline = _Multiline(last, tokens[:-1], arrival, line)
             return []
         ts_text = tokens[0].strip()
         on_arrival = ts_text == ""
@@ -305,13 +381,12 @@ class ShdrParser:
             ts = arrival
         else:
             try:
-                parsed = self._timestamp(ts_text, arrival)
-            except ValueError:
+                ts = self._timestamp(ts_text, arrival)
+            except (ValueError, OverflowError):
                 self._malformed(line, "bad timestamp")
                 return []
-            assert parsed is not None
-            ts = parsed
-        if tokens[1].startswith("@") and tokens[1].endswith("@") and len(tokens[1]) > 2:
+        first = tokens[1].strip()
+        if first.startswith("@") and first.endswith("@") and len(first) > 2:
             return self._asset(tokens, ts, arrival, line)
         out: list[Record] = []
         i, n = 1, len(tokens)
@@ -326,13 +401,13 @@ class ShdrParser:
             device, item, _bare = self._resolve(key)
             if item is None or device is None:
                 self._unknown(device, key)
-                i += 2
+                i = self._skip_unknown(tokens, i)
                 continue
             arity = item.arity
             values = tokens[i + 1 : i + 1 + arity]
             if len(values) < arity:
-                if arity == 5 and values:  # a condition missing its trailing fields
-                    values = values + [""] * (5 - len(values))
+                if arity > 1 and values:  # a condition/message missing its trailing fields
+                    values = values + [""] * (arity - len(values))
                 elif arity == 1 and not values:
                     values = [""]
                 else:
@@ -352,34 +427,35 @@ class ShdrParser:
         return self._current or self.devices[0], asset_id
 
     def _asset(self, tokens: list[str], ts: datetime, arrival: datetime, line: str) -> list[Record]:
-        command = tokens[1].upper()
-        if len(tokens) < 3 or not tokens[2].strip():
+        command = tokens[1].strip().upper()
+        asset_arg = tokens[2].strip() if len(tokens) > 2 else ""
+        if command == "@REMOVE_ALL_ASSETS@":  # the type is optional: none removes every asset
+            device, asset_type = self._asset_device(asset_arg)
+            assert device is not None
+            self.stats.assets += 1
+            return [AssetChange(device, ts, arrival, "remove_all", "", asset_type=asset_type)]
+        if not asset_arg:
             self._malformed(line, f"{command} without an asset id")
             return []
-        device, asset_id = self._asset_device(tokens[2].strip())
+        device, asset_id = self._asset_device(asset_arg)
         assert device is not None
-        self.stats.assets += 1
         if command == "@ASSET@":
             if len(tokens) < 5:
                 self._malformed(line, "@ASSET@ needs id|type|body")
                 return []
             asset_type = tokens[3].strip()
-            body = "|".join(tokens[4:])
-            if body.strip().startswith(_MULTILINE):
-                self._multiline = _Multiline(
-                    body.strip(), device, ts, arrival, asset_id, asset_type
-                )
-                return []
+            body = "|".join(tokens[4:]).strip()
+            self.stats.assets += 1
             return [AssetChange(device, ts, arrival, "add", asset_id, asset_type, body)]
         if command == "@UPDATE_ASSET@":
             rest = tokens[3:]
             pairs = tuple((rest[j].strip(), rest[j + 1]) for j in range(0, len(rest) - 1, 2))
+            self.stats.assets += 1
             return [AssetChange(device, ts, arrival, "update", asset_id, updates=pairs)]
         if command == "@REMOVE_ASSET@":
+            self.stats.assets += 1
             return [AssetChange(device, ts, arrival, "remove", asset_id)]
-        if command == "@REMOVE_ALL_ASSETS@":
-            return [AssetChange(device, ts, arrival, "remove_all", "", asset_type=asset_id)]
-        self._malformed(line, f"unknown asset command {tokens[1]}")
+        self._malformed(line, f"unknown asset command {tokens[1].strip()}")
         return []
 
     def _feed_multiline(self, line: str) -> list[Record]:
@@ -387,17 +463,12 @@ class ShdrParser:
         assert ml is not None
         if line.strip() == ml.terminator:
             self._multiline = None
-            body = "\n".join(ml.lines)
-            return [
-                AssetChange(ml.device, ml.ts, ml.arrival, "add", ml.asset_id, ml.asset_type, body)
-            ]
+            return self._data([*ml.tokens, "\n".join(ml.lines)], ml.first_line, ml.arrival)
         ml.lines.append(line)
         ml.size += len(line) + 1
         if ml.size > _MAX_MULTILINE_CHARS:
             self._multiline = None
-            self._malformed(
-                line, f"multiline asset {ml.asset_id} over {_MAX_MULTILINE_CHARS} chars"
-            )
+            self._malformed(ml.first_line, f"multiline value over {_MAX_MULTILINE_CHARS} chars")
         return []
 
 
@@ -515,6 +586,7 @@ class ShdrConnection:
             reader, writer = await asyncio.open_connection(self.host, self.port, limit=_MAX_LINE)
         self.connects += 1
         self.heartbeat_ms = None
+        self.parser.reset()  # a multiline value cut off by the last disconnect must not swallow
         self.connected.set()
         delays.reset()
         log.info("shdr %s: connected", self.label)

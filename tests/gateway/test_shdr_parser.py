@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -53,8 +53,28 @@ def test_timestamp_with_offset_is_converted_to_utc() -> None:
 def test_split_fields_honours_quotes_and_escaped_pipes() -> None:
     assert split_fields("ts|a|1|b|2") == ["ts", "a", "1", "b", "2"]
     assert split_fields('ts|block|"G01 X1 \\| Y2"|x|1') == ["ts", "block", "G01 X1 | Y2", "x", "1"]
-    assert split_fields("ts|v|a\\|b") == ["ts", "v", "a|b"]
     assert split_fields('ts|v|"unterminated|x|1') == ["ts", "v", '"unterminated', "x", "1"]
+
+
+@pytest.mark.parametrize(
+    ("line", "fields"),
+    [
+        # cases of mtconnect/cppagent test_package/shdr_tokenizer_test.cpp (Apache-2.0): the
+        # reference agent unescapes only inside a quoted field
+        ('"a\\|b\\|c"|z', ["a|b|c", "z"]),
+        ('y|"\\|b\\|c"|z', ["y", "|b|c", "z"]),
+        ('y|"a\\|b\\|"|z', ["y", "a|b|", "z"]),
+        ('y|a\\|b"|z', ["y", "a\\", 'b"', "z"]),  # no opening quote: backslash kept, two fields
+        ('y|"a\\|b|z', ["y", '"a\\', "b", "z"]),  # no closing quote
+        ('y|"a\\|"z', ["y", '"a\\', '"z']),  # the quote does not end the field
+        ("x|y||z", ["x", "y", "", "z"]),
+        # Windows paths in program names stay as they are
+        ("ts|program|C:\\NC\\O1234.NC|line|5", ["ts", "program", "C:\\NC\\O1234.NC", "line", "5"]),
+        ("ts|program|\\\\cell1\\nc\\P1", ["ts", "program", "\\\\cell1\\nc\\P1"]),
+    ],
+)
+def test_split_fields_like_the_reference_agent(line: str, fields: list[str]) -> None:
+    assert split_fields(line) == fields
 
 
 def test_multi_pair_line(parser: ShdrParser) -> None:
@@ -163,3 +183,80 @@ def test_whole_capture(parser: ShdrParser) -> None:
     assert block.fields == ("G01 X10 | Y20",)
     assert parser.stats.unknown_keys == 1 and parser.stats.stray == 1
     assert parser.stats.malformed == 1  # the "not|a|timestamp|line"
+
+
+def test_timestamp_with_duration_suffix(parser: ShdrParser) -> None:
+    # mtconnect/cppagent test_package/timestamp_extractor_test.cpp: ``<ts>@<duration>``
+    (o,) = obs(parser.feed("2021-01-19T12:00:00.12345Z@100.0|Xact|1", NOW))
+    assert o.ts == datetime(2021, 1, 19, 12, 0, 0, 123450, tzinfo=UTC) and o.fields == ("1",)
+
+
+def test_relative_millisecond_timestamps_start_at_arrival(parser: ShdrParser) -> None:
+    # the reference agent reads a bare number as milliseconds on the adapter's clock
+    (a,) = obs(parser.feed("1000.0|Xact|1", NOW))
+    (b,) = obs(parser.feed("2000.0|Xact|2", NOW))
+    assert a.ts == NOW and b.ts == NOW + timedelta(seconds=1)
+    parser.reset()  # a new connection: a new base
+    later = NOW + timedelta(minutes=5)
+    (c,) = obs(parser.feed("10|Xact|3", later))
+    assert c.ts == later
+
+
+def test_remove_all_assets_without_a_type(parser: ShdrParser) -> None:
+    (r,) = parser.feed("2024-05-01T10:00:00Z|@REMOVE_ALL_ASSETS@", NOW)
+    assert isinstance(r, AssetChange) and r.action == "remove_all" and r.asset_type == ""
+    assert parser.stats.malformed == 0
+
+
+def test_undeclared_condition_or_message_does_not_eat_the_rest_of_the_line(
+    parser: ShdrParser,
+) -> None:
+    line = "2024-05-01T10:00:00Z|oil_cond|FAULT|E17|2|HIGH|Oil pressure low|Xact|5"
+    assert [(o.item.id, o.fields) for o in obs(parser.feed(line, NOW))] == [("Xact", ("5",))]
+    line = "2024-05-01T10:00:00Z|opmsg|W01|Check the door|Yact|6|execution|ACTIVE"
+    assert [(o.item.id, o.fields) for o in obs(parser.feed(line, NOW))] == [
+        ("Yact", ("6",)),
+        ("execution", ("ACTIVE",)),
+    ]
+    assert parser.stats.unknown_keys == 2 and parser.stats.malformed == 0
+
+
+def test_multiline_value_of_a_data_item(parser: ShdrParser) -> None:
+    assert parser.feed("2024-05-01T10:00:00Z|msg|M7|--multiline--0FED07", NOW) == []
+    assert parser.feed("Tool 12 worn:", NOW) == []
+    assert parser.feed("  replace before next cycle\r\n", NOW) == []
+    (m,) = obs(parser.feed("--multiline--0FED07\r\n", NOW))
+    assert m.item.id == "msg" and m.fields == ("M7", "Tool 12 worn:\n  replace before next cycle")
+
+
+def test_a_reconnect_ends_a_multiline_value_cut_off_by_the_disconnect(parser: ShdrParser) -> None:
+    parser.feed("2024-05-01T10:00:00Z|@ASSET@|T9|CuttingTool|--multiline--ABCD", NOW)
+    parser.feed("<CuttingTool assetId='T9'>", NOW)
+    parser.reset()  # ShdrConnection does this on every connect
+    (o,) = obs(parser.feed("2024-05-01T10:00:05Z|Xact|4", NOW))
+    assert o.fields == ("4",) and parser.stats.malformed == 1
+
+
+def test_non_ascii_text_and_messages_with_escaped_pipes(parser: ShdrParser) -> None:
+    (m,) = obs(parser.feed("2024-05-01T10:00:00Z|msg|1001|Kühlmittel prüfen – 冷却液不足\r\n", NOW))
+    assert m.fields == ("1001", "Kühlmittel prüfen – 冷却液不足")
+    (q,) = obs(parser.feed('2024-05-01T10:00:00Z|msg|1002|"Door open \\| cycle held"', NOW))
+    assert q.fields == ("1002", "Door open | cycle held")
+
+
+def test_several_active_conditions_and_normal_with_and_without_code(parser: ShdrParser) -> None:
+    lines = [
+        "2024-05-01T10:00:00Z|system|FAULT|2001|1|LOW|EMERGENCY STOP",
+        "2024-05-01T10:00:01Z|system|WARNING|1001||HIGH|Lube low",
+        "2024-05-01T10:00:02Z|system|NORMAL|2001|||",
+        "2024-05-01T10:00:03Z|system|NORMAL||||",
+        "2024-05-01T10:00:04Z|system|UNAVAILABLE||||",
+    ]
+    fields = [o.fields for line in lines for o in obs(parser.feed(line, NOW))]
+    assert fields == [
+        ("FAULT", "2001", "1", "LOW", "EMERGENCY STOP"),
+        ("WARNING", "1001", "", "HIGH", "Lube low"),
+        ("NORMAL", "2001", "", "", ""),
+        ("NORMAL", "", "", "", ""),
+        ("UNAVAILABLE", "", "", "", ""),
+    ]
