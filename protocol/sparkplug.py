@@ -23,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "BDSEQ_METRIC",
     "REBIRTH_METRIC",
+    "UNDECLARED",
     "DataSet",
     "DataType",
     "HostState",
@@ -48,6 +49,7 @@ __all__ = [
     "with_datatype",
 ]
 
+import math
 import struct
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
@@ -448,6 +450,9 @@ class Metric:
     is_null: bool = False
     metadata: MetaData | None = None
     properties: dict[str, PropertyValue] | None = None
+    #: Why the value could not be decoded (unknown datatype code, malformed array or DataSet);
+    #: ``None`` for a good metric. Decoding never fails a whole payload for one metric.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,9 +474,9 @@ def _unpack_array(datatype: DataType, raw: bytes) -> list[Any]:
     if datatype is DataType.STRING_ARRAY:
         if not raw:
             return []
-        if not raw.endswith(b"\x00"):
-            raise ValueError("StringArray does not end with NUL")
-        return [s.decode("utf-8") for s in raw[:-1].split(b"\x00")]
+        # Each string is NUL-terminated; a missing last NUL is tolerated (the string ends there).
+        body = raw[:-1] if raw.endswith(b"\x00") else raw
+        return [s.decode("utf-8", "replace") for s in body.split(b"\x00")]
     if datatype is DataType.BOOLEAN_ARRAY:
         if len(raw) < 4:
             raise ValueError("BooleanArray shorter than its 4-byte count")
@@ -490,8 +495,10 @@ def _unpack_array(datatype: DataType, raw: bytes) -> list[Any]:
 def interpret(datatype: DataType | None, raw: Any) -> Any:
     """Turn a raw protobuf field value into the Python value for ``datatype``.
 
-    Signed integers are read two's-complement from the low bits; arrays unpacked from bytes.
-    Unknown or absent datatypes return ``raw`` unchanged.
+    Signed integers are read two's-complement from the low bits; arrays unpacked from bytes; a
+    Boolean sent as an integer is its truth value; text that is not valid UTF-8 is decoded with
+    U+FFFD for the bad bytes. Unknown or absent datatypes return ``raw`` unchanged. Raises
+    ``ValueError`` for a malformed array.
     """
     if raw is None or datatype is None:
         return raw
@@ -499,12 +506,37 @@ def interpret(datatype: DataType | None, raw: Any) -> Any:
         return _to_signed(raw, _SIGNED_BITS[datatype])
     if datatype in _UNSIGNED_BITS and isinstance(raw, int):
         return raw & ((1 << _UNSIGNED_BITS[datatype]) - 1)
+    if datatype is DataType.BOOLEAN and isinstance(raw, int):
+        return bool(raw)
+    if datatype in _STRING_TYPES and isinstance(raw, bytes):
+        return raw.decode("utf-8", "replace")
     if (datatype in _ARRAY_FORMATS or datatype in _BOOL_STR_ARRAYS) and isinstance(raw, bytes):
-        return _unpack_array(datatype, raw)
+        values = _unpack_array(datatype, raw)
+        if datatype is DataType.FLOAT_ARRAY:
+            return [_float32(v) for v in values]
+        return values
     return raw
 
 
 _BOOL_STR_ARRAYS = {DataType.BOOLEAN_ARRAY, DataType.STRING_ARRAY}
+_F32 = struct.Struct("<f")
+
+
+def _float32(value: float) -> float:
+    """The shortest decimal that is the same 32-bit float: a Float metric of 12.1 travels as
+    12.100000381469727 and decodes back to 12.1 (and re-encodes to the same bits)."""
+    if value != value or value in (math.inf, -math.inf):
+        return value
+    for digits in (6, 7, 8):
+        short = float(f"{value:.{digits}g}")
+        if _F32.unpack(_F32.pack(short))[0] == value:
+            return short
+    return value
+
+
+def _text(value: Any) -> Any:
+    """A proto2 ``string`` field holding bytes that are not UTF-8 arrives as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _datatype(code: int) -> DataType:
@@ -516,17 +548,27 @@ def _datatype(code: int) -> DataType:
 
 def _oneof_raw(pb: Any) -> Any:
     which = pb.WhichOneof("value")
-    return None if which is None else (which, getattr(pb, which))
+    if which is None:
+        return None
+    value = getattr(pb, which)
+    if which == "float_value":
+        value = _float32(value)
+    elif which == "string_value":
+        value = _text(value)
+    return (which, value)
 
 
 def _property_set(pb: Any) -> dict[str, PropertyValue]:
-    if len(pb.keys) != len(pb.values):
-        raise ValueError(f"PropertySet has {len(pb.keys)} keys and {len(pb.values)} values")
-    return {k: _property_value(v) for k, v in zip(pb.keys, pb.values, strict=True)}
+    """Lenient: properties describe a value, they are not the value. Keys without a value (or
+    values without a key) are dropped, a value of an unknown type keeps its raw content."""
+    return {_text(k): _property_value(v) for k, v in zip(pb.keys, pb.values, strict=False)}
 
 
 def _property_value(pb: Any) -> PropertyValue:
-    dtype = _datatype(pb.type)
+    try:
+        dtype = DataType(pb.type)
+    except ValueError:
+        dtype = DataType.UNKNOWN
     if pb.is_null:
         return PropertyValue(dtype, None)
     raw = _oneof_raw(pb)
@@ -539,12 +581,15 @@ def _property_value(pb: Any) -> PropertyValue:
         return PropertyValue(dtype, [_property_set(s) for s in value.propertyset])
     if which == "extension_value":
         return PropertyValue(dtype, None)
-    return PropertyValue(dtype, interpret(dtype, value))
+    try:
+        return PropertyValue(dtype, interpret(dtype, value))
+    except (ValueError, struct.error):
+        return PropertyValue(dtype, None)
 
 
 def _dataset(pb: Any) -> DataSet:
     types = tuple(_datatype(t) for t in pb.types)
-    columns = tuple(pb.columns)
+    columns = tuple(_text(c) for c in pb.columns)
     if len(types) != len(columns):
         raise ValueError(f"DataSet has {len(columns)} columns and {len(types)} types")
     rows = []
@@ -562,36 +607,55 @@ def _dataset(pb: Any) -> DataSet:
 def _template(pb: Any) -> Template:
     params = []
     for p in pb.parameters:
-        dtype = _datatype(p.type)
+        try:
+            dtype = DataType(p.type)
+        except ValueError:
+            dtype = DataType.UNKNOWN
         raw = _oneof_raw(p)
-        value = None if raw is None or raw[0] == "extension_value" else interpret(dtype, raw[1])
-        params.append(Parameter(p.name, dtype, value))
+        try:
+            value = None if raw is None or raw[0] == "extension_value" else interpret(dtype, raw[1])
+        except (ValueError, struct.error):
+            value = None
+        params.append(Parameter(_text(p.name), dtype, value))
     return Template(
         metrics=tuple(_metric(m) for m in pb.metrics),
         parameters=tuple(params),
-        version=pb.version if pb.HasField("version") else None,
-        template_ref=pb.template_ref if pb.HasField("template_ref") else None,
+        version=_text(pb.version) if pb.HasField("version") else None,
+        template_ref=_text(pb.template_ref) if pb.HasField("template_ref") else None,
         is_definition=pb.is_definition,
     )
 
 
 def _metric(pb: Any) -> Metric:
-    datatype = _datatype(pb.datatype) if pb.HasField("datatype") else None
-    raw = _oneof_raw(pb)
+    """One metric; what makes its value unusable (an unknown datatype code, a malformed array or
+    DataSet) is kept in ``problem`` instead of failing the whole payload."""
+    problem: str | None = None
+    datatype: DataType | None = None
+    if pb.HasField("datatype"):
+        try:
+            datatype = _datatype(pb.datatype)
+        except ValueError as exc:
+            problem = str(exc)
     value: Any = None
-    if raw is not None and not pb.is_null:
-        which, content = raw
-        if which == "dataset_value":
-            value = _dataset(content)
-        elif which == "template_value":
-            value = _template(content)
-        elif which == "extension_value":
+    if problem is None and not pb.is_null:
+        raw = _oneof_raw(pb)
+        try:
+            if raw is None:
+                pass
+            elif raw[0] == "dataset_value":
+                value = _dataset(raw[1])
+            elif raw[0] == "template_value":
+                value = _template(raw[1])
+            elif raw[0] == "extension_value":
+                value = None
+            else:
+                value = interpret(datatype, raw[1])
+        except (ValueError, struct.error) as exc:
+            problem = str(exc)
             value = None
-        else:
-            value = interpret(datatype, content)
     md = pb.metadata
     return Metric(
-        name=pb.name if pb.HasField("name") else None,
+        name=_text(pb.name) if pb.HasField("name") else None,
         alias=pb.alias if pb.HasField("alias") else None,
         timestamp=pb.timestamp if pb.HasField("timestamp") else None,
         datatype=datatype,
@@ -599,21 +663,25 @@ def _metric(pb: Any) -> Metric:
         is_historical=pb.is_historical,
         is_transient=pb.is_transient,
         is_null=pb.is_null,
-        metadata=MetaData(**{f: getattr(md, f) for f in _METADATA_FIELDS if md.HasField(f)})
+        metadata=MetaData(**{f: _text(getattr(md, f)) for f in _METADATA_FIELDS if md.HasField(f)})
         if pb.HasField("metadata")
         else None,
         properties=_property_set(pb.properties) if pb.HasField("properties") else None,
+        problem=problem,
     )
 
 
 _METADATA_FIELDS = MetaData.__dataclass_fields__.keys()
 
 
-def decode_payload(data: bytes) -> Payload:
+def decode_payload(data: bytes, *, strict: bool = False) -> Payload:
     """Decode a Sparkplug B protobuf payload.
 
     Raises :class:`~protocol.errors.SparkplugPayloadError` for bytes that are not a valid
-    Payload, an unknown datatype code, or a malformed DataSet, PropertySet or array.
+    Payload. A metric whose value cannot be read (an unknown datatype code, a malformed DataSet
+    or array) does not fail the payload: it keeps its name, alias and flags, its value is
+    ``None`` and :attr:`Metric.problem` says why (with ``strict``, it raises instead).
+    Malformed properties are dropped or kept raw, never an error.
     """
     pb: Any = PayloadPb()
     try:
@@ -623,15 +691,18 @@ def decode_payload(data: bytes) -> Payload:
     metrics = []
     for i, m in enumerate(pb.metrics):
         try:
-            metrics.append(_metric(m))
-        except (ValueError, UnicodeDecodeError, struct.error) as exc:
-            label = f"metrics[{i}]" + (f" ({m.name!r})" if m.name else "")
-            raise SparkplugPayloadError(f"{label}: {exc}") from None
+            metric = _metric(m)
+        except (ValueError, UnicodeDecodeError, struct.error) as exc:  # pragma: no cover
+            metric = Metric(problem=str(exc))
+        if strict and metric.problem is not None:
+            label = f"metrics[{i}]" + (f" ({metric.name!r})" if metric.name else "")
+            raise SparkplugPayloadError(f"{label}: {metric.problem}")
+        metrics.append(metric)
     return Payload(
         metrics=tuple(metrics),
         timestamp=pb.timestamp if pb.HasField("timestamp") else None,
         seq=pb.seq if pb.HasField("seq") else None,
-        uuid=pb.uuid if pb.HasField("uuid") else None,
+        uuid=_text(pb.uuid) if pb.HasField("uuid") else None,
         body=pb.body if pb.HasField("body") else None,
     )
 
@@ -887,8 +958,13 @@ def _check_spb_id(kind: str, value: str, topic: str) -> None:
 
 
 def parse_sparkplug_topic(topic: str) -> SparkplugTopic:
-    """Parse ``spBv1.0/<group>/<type>/<edge_node>[/<device>]`` or ``spBv1.0/STATE/<host_id>``."""
+    """Parse ``spBv1.0/<group>/<type>/<edge_node>[/<device>]``, ``spBv1.0/STATE/<host_id>``
+    (Sparkplug 3.0) or ``STATE/<host_id>`` (2.2)."""
     levels = topic.split("/")
+    if len(levels) == 2 and levels[0] == "STATE":
+        # Sparkplug B 2.2 hosts published their state on ``STATE/<host_id>``, outside spBv1.0.
+        _check_spb_id("host id", levels[1], topic)
+        return SparkplugTopic("", MessageType.STATE, host_id=levels[1])
     if levels[0] != NAMESPACE:
         raise SparkplugTopicError(f"namespace must be {NAMESPACE!r}, got {levels[0]!r}", topic)
     if len(levels) == 3 and levels[1] == "STATE":
@@ -981,11 +1057,15 @@ class Verdict:
     expected: int | None = None
     got: int | None = None
     reason: str = ""
+    #: Metrics of a DATA message whose alias (or name) the birth did not declare. The message is
+    #: still usable (its other metrics are named), but the host should ask for a rebirth.
+    unresolved: int = 0
 
     @property
     def needs_rebirth(self) -> bool:
-        """True if the node should be asked to rebirth (gap or uninterpretable message)."""
-        return self.kind in (VerdictKind.GAP, VerdictKind.NEEDS_REBIRTH)
+        """True if the node should be asked to rebirth (gap, uninterpretable message, or metrics
+        the birth did not declare)."""
+        return self.kind in (VerdictKind.GAP, VerdictKind.NEEDS_REBIRTH) or self.unresolved > 0
 
 
 _OK = Verdict(VerdictKind.OK)
@@ -994,7 +1074,9 @@ _OK = Verdict(VerdictKind.OK)
 @dataclass(frozen=True, slots=True)
 class ResolvedMetric:
     """A metric with its name and datatype known (from the message or the birth) and its value
-    interpreted for that datatype."""
+    interpreted for that datatype. A member of a template instance is resolved as its own metric
+    named ``<instance>/<member>``. ``problem`` says why the value cannot be used (``None`` when
+    it can): an undeclared alias, an unknown datatype, a malformed value."""
 
     name: str
     datatype: DataType | None
@@ -1002,12 +1084,25 @@ class ResolvedMetric:
     timestamp: int | None
     is_historical: bool
     is_null: bool
+    is_transient: bool = False
+    properties: dict[str, PropertyValue] | None = None
+    problem: str | None = None
+    alias: int | None = None
+
+
+#: The problem of a DATA metric whose alias the birth did not declare.
+UNDECLARED = "not declared in the birth"
 
 
 @dataclass
 class _Aliases:
-    by_alias: dict[int, tuple[str, DataType | None]] = field(default_factory=dict)
-    by_name: dict[str, DataType | None] = field(default_factory=dict)
+    """A birth's metric table: alias -> (name, datatype, problem) and name -> (datatype,
+    problem), where ``problem`` is the birth's unknown datatype code (kept, so that the DATA
+    values of that metric are skipped rather than guessed); template definitions by name."""
+
+    by_alias: dict[int, tuple[str, DataType | None, str | None]] = field(default_factory=dict)
+    by_name: dict[str, tuple[DataType | None, str | None]] = field(default_factory=dict)
+    templates: dict[str, Template] = field(default_factory=dict)
 
     @classmethod
     def from_birth(cls, metrics: tuple[Metric, ...]) -> _Aliases:
@@ -1015,17 +1110,29 @@ class _Aliases:
         for m in metrics:
             if m.name is None:
                 continue
-            table.by_name[m.name] = m.datatype
+            bad = m.problem if m.datatype is None and m.problem is not None else None
+            table.by_name[m.name] = (m.datatype, bad)
             if m.alias is not None:
-                table.by_alias[m.alias] = (m.name, m.datatype)
+                table.by_alias[m.alias] = (m.name, m.datatype, bad)
+            if isinstance(m.value, Template) and m.value.is_definition:
+                # Instances refer to a definition by its metric name; Ignition names definitions
+                # "_types_/<UDT>" and refers to them as "<UDT>".
+                table.templates[m.name] = m.value
+                if m.name.startswith("_types_/"):
+                    table.templates.setdefault(m.name[len("_types_/") :], m.value)
         return table
 
-    def lookup(self, m: Metric) -> tuple[str, DataType | None] | None:
+    def lookup(self, m: Metric) -> tuple[str, DataType | None, str | None] | None:
         if m.name is not None:
-            return m.name, m.datatype if m.datatype is not None else self.by_name.get(m.name)
+            if m.datatype is not None:
+                return m.name, m.datatype, None
+            dtype, bad = self.by_name.get(m.name, (None, None))
+            return m.name, dtype, bad
         if m.alias is not None and m.alias in self.by_alias:
-            name, dtype = self.by_alias[m.alias]
-            return name, m.datatype if m.datatype is not None else dtype
+            name, dtype, bad = self.by_alias[m.alias]
+            if m.datatype is not None:
+                return name, m.datatype, None
+            return name, dtype, bad
         return None
 
 
@@ -1122,34 +1229,89 @@ class SparkplugSessions:
         if device is not None and device not in node.devices:
             return Verdict(VerdictKind.NEEDS_REBIRTH, reason=f"DDATA before DBIRTH of {device!r}")
         table = node.aliases if device is None else node.devices[device]
-        for m in payload.metrics:
-            if table.lookup(m) is None:
-                return Verdict(
-                    VerdictKind.NEEDS_REBIRTH,
-                    verdict.expected,
-                    verdict.got,
-                    f"metric alias {m.alias} was not declared in the birth",
-                )
+        unknown = [m.alias for m in payload.metrics if table.lookup(m) is None]
+        if unknown:
+            what = ", ".join(str(a) for a in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            reason = f"metric alias {what} {UNDECLARED}"
+            if verdict.reason:
+                reason = f"{verdict.reason}; {reason}"
+            return replace(verdict, reason=reason, unresolved=len(unknown))
         return verdict
 
     def resolve(self, topic: SparkplugTopic, payload: Payload) -> list[ResolvedMetric]:
         """Name every metric of a message of a born node/device (alias -> name, birth datatype
-        applied to raw values). Metrics that cannot be named are left out."""
+        applied to raw values), template instances expanded into their members. A metric that
+        cannot be named or read is returned with its ``problem`` set; template definitions are
+        left out (they describe metrics, they are no values)."""
         node = self._nodes.get(topic.node_key)
         if node is None:
             return []
         table = node.aliases if topic.device is None else node.devices.get(topic.device)
         if table is None:
             return []
-        out = []
+        out: list[ResolvedMetric] = []
         for m in payload.metrics:
             found = table.lookup(m)
             if found is None:
+                label = f"alias {m.alias}" if m.alias is not None else "a metric without name"
+                out.append(_problem(m, f"<{label}>", None, f"{label} {UNDECLARED}"))
                 continue
-            name, dtype = found
-            value = m.value if m.datatype is not None else interpret(dtype, m.value)
-            out.append(ResolvedMetric(name, dtype, value, m.timestamp, m.is_historical, m.is_null))
+            name, dtype, bad = found
+            _resolve(m, name, dtype, bad, (table, node.aliases), out)
         return out
+
+
+def _problem(m: Metric, name: str, dtype: DataType | None, problem: str) -> ResolvedMetric:
+    return ResolvedMetric(name, dtype, None, m.timestamp, m.is_historical, m.is_null,
+                          m.is_transient, m.properties, problem, m.alias)  # fmt: skip
+
+
+def _resolve(
+    m: Metric,
+    name: str,
+    dtype: DataType | None,
+    bad: str | None,
+    tables: tuple[_Aliases, _Aliases],
+    out: list[ResolvedMetric],
+) -> None:
+    """Append ``m`` (named ``name``, its datatype ``dtype``) to ``out``; a template instance as
+    its members, which inherit its timestamp and flags. ``tables`` are the device's (or node's)
+    birth table and the node's, where template definitions are looked up (a DBIRTH instance may
+    use a definition of the NBIRTH)."""
+    timestamp = m.timestamp
+    historical, transient = m.is_historical, m.is_transient
+    problem = m.problem or bad
+    value = m.value
+    if problem is None and m.datatype is None and not m.is_null:
+        try:
+            value = interpret(dtype, value)
+        except (ValueError, struct.error) as exc:
+            problem, value = str(exc), None
+    if problem is None and isinstance(value, Template):
+        if value.is_definition:
+            return
+        ref = value.template_ref or ""
+        definition = tables[0].templates.get(ref) or tables[1].templates.get(ref)
+        declared = (
+            {d.name: d.datatype for d in definition.metrics if d.name is not None}
+            if definition is not None
+            else {}
+        )
+        for member in value.metrics:
+            if member.name is None:
+                out.append(ResolvedMetric(f"{name}/<member without name>", None, None,
+                                          timestamp, historical, member.is_null, transient,
+                                          member.properties, "template member without a name",
+                                          m.alias))  # fmt: skip
+                continue
+            mdtype = member.datatype if member.datatype is not None else declared.get(member.name)
+            inner = replace(member, timestamp=member.timestamp if member.timestamp is not None
+                            else timestamp, is_historical=member.is_historical or historical,
+                            is_transient=member.is_transient or transient)  # fmt: skip
+            _resolve(inner, f"{name}/{member.name}", mdtype, None, tables, out)
+        return
+    out.append(ResolvedMetric(name, dtype, None if problem else value, timestamp, historical,
+                              m.is_null, transient, m.properties, problem, m.alias))  # fmt: skip
 
 
 def with_datatype(metric: Metric, datatype: DataType) -> Metric:

@@ -196,10 +196,16 @@ def test_garbage_is_a_payload_error() -> None:
         decode_payload(b"\x0a\xff\xff")
     pb = PayloadPb()
     pb.metrics.add(name="x", datatype=99)
+    good = pb.metrics.add(name="y", datatype=10)
+    good.double_value = 2.5
+    # One metric of an unknown datatype does not fail the payload: it carries its problem.
+    x, y = decode_payload(pb.SerializeToString()).metrics
+    assert (x.name, x.value, x.problem) == ("x", None, "unknown datatype code 99")
+    assert (y.name, y.value, y.problem) == ("y", 2.5, None)
     with pytest.raises(
         SparkplugPayloadError, match=r"metrics\[0\] \('x'\): unknown datatype code 99"
     ):
-        decode_payload(pb.SerializeToString())
+        decode_payload(pb.SerializeToString(), strict=True)
 
 
 def test_rebirth_payload() -> None:
@@ -278,9 +284,17 @@ def test_data_before_birth_needs_rebirth() -> None:
     assert s.resolve(topic("NDATA"), data(4, Metric(alias=1, value=1.0))) == []
     s.observe(topic("NBIRTH"), nbirth())
     assert s.observe(topic("DDATA", "cnc1"), data(1)).kind is VerdictKind.NEEDS_REBIRTH
-    unknown = s.observe(topic("NDATA"), data(2, Metric(alias=77, value=1.0)))
-    assert unknown.kind is VerdictKind.NEEDS_REBIRTH
+    # An undeclared alias: the message is still usable (its declared metrics are named), the
+    # unknown one is reported, and a rebirth is asked for.
+    msg = data(2, Metric(alias=77, value=1.0), Metric(alias=1, value=3.0))
+    unknown = s.observe(topic("NDATA"), msg)
+    assert (unknown.kind, unknown.unresolved, unknown.needs_rebirth) == (VerdictKind.OK, 1, True)
     assert "alias 77" in unknown.reason
+    resolved = s.resolve(topic("NDATA"), msg)
+    assert [(r.name, r.value, r.problem) for r in resolved] == [
+        ("<alias 77>", None, "alias 77 not declared in the birth"),
+        ("Spindle/Speed", 3.0, None),
+    ]
 
 
 def test_device_birth_data_and_death_share_the_node_seq() -> None:
