@@ -14,10 +14,15 @@ same keys, and the ledger keeps one copy.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import re
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from ingest.config import IngestSettings
 from ingest.convert import event_row, event_signal_ok, extra_row, ms_to_utc
@@ -40,8 +45,12 @@ from protocol import (
 )
 from protocol.sparkplug import (
     BDSEQ_METRIC,
+    UNDECLARED,
+    DataSet,
+    DataType,
     MessageType,
     Payload,
+    ResolvedMetric,
     SparkplugSessions,
     SparkplugTopic,
     VerdictKind,
@@ -49,9 +58,45 @@ from protocol.sparkplug import (
     parse_sparkplug_topic,
 )
 
-__all__ = ["SparkplugHost", "normalise_metric_name"]
+__all__ = ["SKIP_REASONS", "SparkplugHost", "arbor_id", "normalise_metric_name"]
+
+log = logging.getLogger(__name__)
 
 _NON_ID = re.compile(r"[^a-z0-9_]+")
+_NOT_ID_CHARS = re.compile(r"[^a-z0-9_-]+")
+
+#: Why a metric of an accepted message was not stored (the keys of ``SparkplugHost.skipped``).
+SKIP_REASONS = {
+    "undeclared": "a DATA metric whose alias the birth did not declare (a rebirth is requested)",
+    "bad_value": "its value cannot be read: unknown datatype code, malformed array or DataSet",
+    "transient": "is_transient: of interest to hosts, not to be stored in a historian (spec)",
+    "quality": "its 'Quality' property says BAD (0) or STALE (500), not GOOD (192)",
+    "timestamp_range": "its own timestamp is outside max_future / max_past",
+    "binary": "Bytes or File: Arbor stores numbers and text",
+    "non_finite": "NaN or infinity",
+    "nul": "text with a NUL character (PostgreSQL text cannot hold it)",
+}
+_GOOD_QUALITY = 192
+_MAX_LOGGED = 10_000
+
+
+def arbor_id(value: str) -> str:
+    """A Sparkplug group/edge node/device id as an Arbor id (``[a-z0-9][a-z0-9_-]{0,63}``).
+
+    Valid ids are kept. Others (Sparkplug allows any UTF-8 but ``/ + #``: ``Sparkplug B
+    Devices``, ``Raspberry Pi``) are lower-cased and every run of other characters becomes
+    ``-``: ``sparkplug-b-devices``, ``raspberry-pi``; one longer than 64 characters keeps 55 and a
+    hash of the whole id. An id with nothing usable (``***``) becomes ``x-<hash>``.
+    """
+    if is_valid_id(value):
+        return value
+    out = _NOT_ID_CHARS.sub("-", value.lower()).strip("-_")
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    if not out:
+        return f"x-{digest}"
+    if len(out) > 64:
+        out = f"{out[:55].rstrip('-_')}-{digest}"
+    return out
 
 
 def normalise_metric_name(name: str) -> str:
@@ -84,6 +129,20 @@ class SparkplugHost:
         self._signal_cache: dict[str, str] = {}
         self._future_ms = int(settings.max_future.total_seconds() * 1000)
         self._past_ms = int(settings.max_past.total_seconds() * 1000)
+        self._ids: dict[str, str] = {}
+        # (site or "" for a group, Arbor id) -> the Sparkplug id that maps to it
+        self._owners: dict[tuple[str, str], str] = {}
+        #: Metrics of accepted messages that were not stored, by reason (SKIP_REASONS).
+        self.skipped: Counter[str] = Counter()
+        self._logged: set[tuple[str, str, str, str]] = set()
+
+    def _id(self, value: str) -> str:
+        found = self._ids.get(value)
+        if found is None:
+            if len(self._ids) >= 100_000:
+                self._ids.clear()
+            found = self._ids[value] = arbor_id(value)
+        return found
 
     def _signal(self, name: str) -> str:
         found = self._signal_cache.get(name)
@@ -104,13 +163,22 @@ class SparkplugHost:
         if topic.message_type in (MessageType.STATE, MessageType.NCMD, MessageType.DCMD):
             out.ignored += 1
             return
-        site, node_id, device = topic.group, topic.edge_node, topic.device
-        for kind, value in (("group", site), ("edge node", node_id), ("device", device)):
-            if value is not None and not is_valid_id(value):
+        site, node_id = self._id(topic.group), self._id(topic.edge_node)
+        device = None if topic.device is None else self._id(topic.device)
+        # Two Sparkplug ids that map to one Arbor id (``Line 1`` and ``line-1``): the first one
+        # seen keeps it, the other is refused rather than mixed into its machine.
+        for scope, raw_id, mapped in (("", topic.group, site), (site, topic.edge_node, node_id),
+                                      (site, topic.device, device)):  # fmt: skip
+            if raw_id is None or mapped is None:
+                continue
+            if len(self._owners) >= 100_000:
+                self._owners.clear()
+            owner = self._owners.setdefault((scope, mapped), raw_id)
+            if owner != raw_id:
                 out.dead.append(
                     DeadLetter("bad_topic",
-                               f"Sparkplug {kind} id {value!r} is not a valid Arbor id "
-                               "([a-z0-9][a-z0-9_-]{0,63})", raw.topic, raw.payload, received)
+                               f"Sparkplug id {raw_id!r} maps to the Arbor id {mapped!r}, which "
+                               f"{owner!r} already has", raw.topic, raw.payload, received)
                 )  # fmt: skip
                 return
         machine = device if device is not None else node_id
@@ -146,14 +214,14 @@ class SparkplugHost:
             return
         ts = ms_to_utc(payload.timestamp) if payload.timestamp is not None else received
         if mtype is MessageType.NBIRTH:
-            bdseq = self._sessions.bdseq(site, node_id)
+            bdseq = self._sessions.bdseq(topic.group, topic.edge_node)
             session = f"spb-{bdseq}-{payload.timestamp or 0}"
             node = _Node(session, payload.seq or 0)
             self._nodes[key] = node
             acc = self._accepted(site, machine, node_id, session, 0, ts, "nbirth", received)
             acc.status.append(StatusChange(site, machine, True, ts, session, None, None,
                                            "sparkplug"))  # fmt: skip
-            self._metrics(topic, payload, acc, ts)
+            self._metrics(topic, payload, acc, ts, received)
             out.accepted.append(acc)
             return
         node_or_none = self._nodes.get(key)
@@ -178,6 +246,7 @@ class SparkplugHost:
         ext = node.advance(payload.seq or 0)
         if verdict.kind is VerdictKind.GAP:
             out.gaps.append(Gap(site, node_id, node.session, before + 1, ext - 1))
+        if verdict.needs_rebirth:  # a gap, or metrics the birth did not declare
             out.rebirths.append(key)
         acc = self._accepted(site, machine, node_id, node.session, ext, ts, mtype.value.lower(),
                              received)  # fmt: skip
@@ -193,27 +262,26 @@ class SparkplugHost:
                                            "device death", "sparkplug"))  # fmt: skip
             out.accepted.append(acc)
             return
-        self._metrics(topic, payload, acc, ts)
+        self._metrics(topic, payload, acc, ts, received)
         out.accepted.append(acc)
 
     def _time_problem(self, payload: Payload, received_s: float) -> str | None:
-        """The reason a payload or metric timestamp is outside the accepted window (v1's:
+        """The reason the payload's timestamp is outside the accepted window (v1's:
         ``max_future`` ahead, ``max_past`` behind the receive time), checked on the raw
-        milliseconds, so a timestamp like 2**62 ms is refused before it becomes a datetime."""
-        now_ms = int(received_s * 1000)
-        lo, hi = now_ms - self._past_ms, now_ms + self._future_ms
-        stamps = [("payload", payload.timestamp)]
-        stamps += [
-            (f"metric {(m.name or '')[:64] or m.alias!r}", m.timestamp) for m in payload.metrics
-        ]
-        for what, ms in stamps:
-            if ms is None or lo <= ms <= hi:
-                continue
-            if ms > hi:
-                return (
-                    f"{what} timestamp {ms} ms is {(ms - now_ms) / 1000:.0f} s in the future "
-                    f"(limit {self._future_ms / 1000:.0f} s)"
-                )
+        milliseconds, so a timestamp like 2**62 ms is refused before it becomes a datetime.
+        A metric's own timestamp is checked in :meth:`_metrics`: only that metric is skipped."""
+        ms = payload.timestamp
+        if ms is None:
+            return None
+        return self._out_of_window("payload", ms, int(received_s * 1000))
+
+    def _out_of_window(self, what: str, ms: int, now_ms: int) -> str | None:
+        if ms > now_ms + self._future_ms:
+            return (
+                f"{what} timestamp {ms} ms is {(ms - now_ms) / 1000:.0f} s in the future "
+                f"(limit {self._future_ms / 1000:.0f} s)"
+            )
+        if ms < now_ms - self._past_ms:
             return (
                 f"{what} timestamp {ms} ms is older than the accepted "
                 f"{self._past_ms // 86_400_000} days"
@@ -228,17 +296,22 @@ class SparkplugHost:
         return Accepted(site, machine, site, node, session, seq, ts, channel, received)
 
     def _metrics(
-        self, topic: SparkplugTopic, payload: Payload, acc: Accepted, ts: datetime
-    ) -> None:
+        self, topic: SparkplugTopic, payload: Payload, acc: Accepted, ts: datetime,
+        received: datetime,
+    ) -> None:  # fmt: skip
+        """Store the usable metrics of an accepted message; skip (and count in ``skipped``) the
+        others, so one unusual metric never costs the message its other values."""
         rows: dict[datetime, list[Any]] = {}
         n = 0
+        now_ms = int(received.timestamp() * 1000)
         for m in self._sessions.resolve(topic, payload):
             if m.name == BDSEQ_METRIC or m.name.startswith(("Node Control/", "Device Control/")):
                 continue
-            mts = ms_to_utc(m.timestamp) if m.timestamp is not None else ts
-            value = None if m.is_null else m.value
-            if not _storable(value):
+            reason, value = self._usable(m, now_ms)
+            if reason is not None:
+                self._skip(acc, m, reason)
                 continue
+            mts = ms_to_utc(m.timestamp) if m.timestamp is not None else ts
             n += 1
             signal = self._signal(m.name)
             i = WIDE_INDEX.get(signal)
@@ -259,12 +332,65 @@ class SparkplugHost:
         acc.wide.extend((t, *row) for t, row in rows.items())
         acc.n_values = n
 
+    def _usable(self, m: ResolvedMetric, now_ms: int) -> tuple[str | None, Any]:
+        """(why ``m`` is skipped or None, the value to store)."""
+        if m.problem is not None:
+            return ("undeclared" if m.problem.endswith(UNDECLARED) else "bad_value"), None
+        if m.is_transient:
+            return "transient", None
+        if m.properties is not None:
+            quality = m.properties.get("Quality")
+            if quality is not None and quality.value not in (None, _GOOD_QUALITY):
+                return "quality", None
+        if m.timestamp is not None and self._out_of_window("", m.timestamp, now_ms):
+            return "timestamp_range", None
+        if m.is_null:
+            return None, None
+        return _storable(m.datatype, m.value)
+
+    def _skip(self, acc: Accepted, m: ResolvedMetric, reason: str) -> None:
+        self.skipped[reason] += 1
+        key = (acc.site, acc.machine, m.name[:200], reason)
+        if key not in self._logged and len(self._logged) < _MAX_LOGGED:
+            self._logged.add(key)  # once per machine, metric and reason
+            log.warning(
+                "Sparkplug %s/%s: metric %r not stored (%s%s)", acc.site, acc.machine,
+                m.name[:200], reason, f": {m.problem}" if m.problem else "",
+            )  # fmt: skip
+
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _storable(value: Any) -> bool:
+def _storable(datatype: DataType | None, value: Any) -> tuple[str | None, Any]:
+    """(why ``value`` cannot be stored or None, the value as stored): numbers, booleans and text
+    as they are; DateTime as ISO 8601 UTC text; arrays and DataSets as JSON text."""
+    if value is None or isinstance(value, bool):
+        return None, value
+    if isinstance(value, int):
+        if datatype is DataType.DATETIME:
+            try:
+                return None, ms_to_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            except OverflowError:
+                return None, value
+        return None, value
     if isinstance(value, float):
-        return math.isfinite(value)  # NaN / inf have no place in the tables: skipped
-    return value is None or isinstance(value, bool | int | str)
+        return (None, value) if math.isfinite(value) else ("non_finite", None)
+    if isinstance(value, str):
+        return ("nul", None) if "\x00" in value else (None, value)
+    if isinstance(value, bytes | bytearray):
+        return "binary", None
+    if isinstance(value, list):
+        return None, _json(value)
+    if isinstance(value, DataSet):
+        return None, _json(
+            {"columns": list(value.columns), "types": [t.name for t in value.types],
+             "rows": [list(r) for r in value.rows]}
+        )  # fmt: skip
+    return "bad_value", None
+
+
+def _json(value: Any) -> str:
+    # orjson writes NaN/inf as null and escapes NUL, so the text always fits PostgreSQL.
+    return orjson.dumps(value).decode()

@@ -145,15 +145,17 @@ def test_only_worker_0_dead_letters_a_bad_sparkplug_message() -> None:
 
 def test_host_refuses_out_of_range_timestamps_before_they_overflow() -> None:
     """Bug 6 of docs/reliability.md: a metric timestamp of 2**62 ms raised OverflowError and
-    became an undocumented `internal` dead letter. Now: `timestamp_range`, v1's window."""
+    became an undocumented `internal` dead letter. Now v1's window: a payload timestamp outside
+    it dead-letters the message (`timestamp_range`); a metric's own timestamp outside it skips
+    that metric only (counted), the message and its other metrics are stored."""
     dec = Decoder(_settings())
     g = "plant"
     t = _now_ms()
     node = f"spBv1.0/{g}/NDATA/{GROUP_NODE}"
 
     def data(seq: int, payload_ts: int | None, metric_ts: int | None) -> Payload:
-        metric = Metric(alias=1, value=1.0, timestamp=metric_ts)
-        return Payload(timestamp=payload_ts, seq=seq, metrics=(metric,))
+        metrics = (Metric(alias=1, value=1.0, timestamp=metric_ts), Metric(alias=2, value=5.0))
+        return Payload(timestamp=payload_ts, seq=seq, metrics=metrics)
 
     out = dec.decode(
         [
@@ -166,14 +168,21 @@ def test_host_refuses_out_of_range_timestamps_before_they_overflow() -> None:
             _raw(f"spBv1.0/{g}/NBIRTH/other", Payload(timestamp=2**62, seq=0, metrics=())),
         ]
     )
-    assert [d.kind for d in out.dead] == ["timestamp_range"] * 5
+    assert [d.kind for d in out.dead] == ["timestamp_range"] * 2
     reasons = [d.reason for d in out.dead]
-    assert "in the future" in reasons[0] and str(2**62) in reasons[0]
-    assert reasons[1].startswith("payload timestamp")
-    assert "older than the accepted 30 days" in reasons[3]
-    assert [a.seq for a in out.accepted] == [0, 5]  # the birth and the good message
-    # The refused messages are a hole in the node's seq: recorded as a gap, rebirth requested.
-    assert [(x.first_missing, x.last_missing) for x in out.gaps] == [(1, 4)]
+    assert reasons[0].startswith("payload timestamp") and str(2**63 - 1) in reasons[0]
+    assert "in the future" in reasons[1] and str(2**62) in reasons[1]
+    assert [a.seq for a in out.accepted] == [0, 1, 3, 4, 5]
+    assert dec.sparkplug.skipped == {"timestamp_range": 3}
+    from ingest.records import WIDE_INDEX
+
+    load = 1 + WIDE_INDEX["spindle_load"]
+    speed = 1 + WIDE_INDEX["spindle_speed"]
+    for a in out.accepted[1:4]:  # the metric with the bad timestamp is skipped, not its sibling
+        assert [(r[speed], r[load]) for r in a.wide] == [(None, 5.0)]
+    assert [(r[speed], r[load]) for r in out.accepted[4].wide] == [(1.0, None), (None, 5.0)]
+    # The refused message is a hole in the node's seq: recorded as a gap, rebirth requested.
+    assert [(x.first_missing, x.last_missing) for x in out.gaps] == [(2, 2)]
     assert ("plant", GROUP_NODE) in out.rebirths
 
 

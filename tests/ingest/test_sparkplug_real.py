@@ -1,0 +1,380 @@
+"""Sparkplug B sessions as real edge nodes publish them, through ingest's decoder and host.
+
+Sources (expected values are read from them):
+
+* The Eclipse Sparkplug 3.0 specification, chapter 6 "Payloads" (github.com/eclipse-sparkplug/
+  sparkplug, EPL-2.0): the "Sparkplug B Devices" / "Raspberry Pi" / "Pibrella" NBIRTH, DBIRTH,
+  NDATA, DDATA and NDEATH examples (names, datatypes, values, timestamp 1486144502122).
+* Eclipse Tahu's Python example (github.com/eclipse/tahu, python/examples/example.py, EPL-2.0):
+  "Python Edge Node 1" / "Emulated Device" with node controls, a null metric, a DataSet, a
+  property, the "_types_/Custom_Motor" template and its instance, alias-only DDATA with a
+  Quality property of 500 (STALE).
+
+Each payload is built field by field with the protobuf classes, as the edge node would.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ingest.config import IngestSettings
+from ingest.decode import Decoder
+from ingest.records import WIDE_INDEX, Accepted, Ack, DecodedBatch, Raw
+from ingest.sparkplug import arbor_id
+from protocol.sparkplug import DataType, PayloadPb
+
+T = 1486144502122  # the spec examples' timestamp (2017-02-03T17:55:02.122Z)
+SPEC_TIME = datetime(2017, 2, 3, 17, 55, 2, 122000, tzinfo=UTC)
+
+
+def _decoder(**update: Any) -> Decoder:
+    # The spec's examples are from 2017: widen the accepted past so their timestamps are kept.
+    settings = IngestSettings(
+        database_url="postgresql://unused",
+        mqtt_url="mqtt://unused",
+        max_past=timedelta(days=365 * 30),
+        sparkplug_metric_map={"Supply Voltage": "power"},
+    )
+    return Decoder(settings.model_copy(update=update))
+
+
+def _raw(topic: str, pb: Any, i: int = 0, received: float | None = None) -> Raw:
+    data = pb if isinstance(pb, bytes) else pb.SerializeToString()
+    return Raw(topic, data, Ack(i, 1, 1), received if received is not None else time.time())
+
+
+def _add(container: Any, name: str | None, dtype: DataType, value: Any, **kw: Any) -> Any:
+    m = container.metrics.add(datatype=int(dtype), **kw)
+    if name is not None:
+        m.name = name
+    if value is None:
+        m.is_null = True
+    elif dtype is DataType.BOOLEAN:
+        m.boolean_value = value
+    elif dtype is DataType.FLOAT:
+        m.float_value = value
+    elif dtype is DataType.DOUBLE:
+        m.double_value = value
+    elif dtype in (DataType.STRING, DataType.TEXT, DataType.UUID):
+        m.string_value = value
+    elif dtype in (DataType.INT64, DataType.UINT64, DataType.DATETIME):
+        m.long_value = value
+    elif dtype in (DataType.BYTES, DataType.FILE) or dtype >= DataType.INT8_ARRAY:
+        m.bytes_value = value
+    else:
+        m.int_value = value
+    return m
+
+
+def _extra(acc: Accepted) -> dict[str, Any]:
+    return {name: text if text is not None else value for _ts, name, value, text in acc.extra}
+
+
+# --- the specification's examples --------------------------------------------------------------
+
+GROUP = "Sparkplug B Devices"
+NODE = f"spBv1.0/{GROUP}/{{}}/Raspberry Pi"
+DEVICE = f"spBv1.0/{GROUP}/{{}}/Raspberry Pi/Pibrella"
+
+
+def _spec_nbirth() -> Any:
+    pb = PayloadPb(timestamp=T, seq=0)
+    _add(pb, "bdSeq", DataType.UINT64, 0, timestamp=T)
+    _add(pb, "Node Control/Reboot", DataType.BOOLEAN, False, timestamp=T)
+    _add(pb, "Node Control/Rebirth", DataType.BOOLEAN, False, timestamp=T)
+    _add(pb, "Node Control/Next Server", DataType.BOOLEAN, False, timestamp=T)
+    _add(pb, "Node Control/Scan Rate", DataType.INT64, 3000, timestamp=T)
+    _add(pb, "Properties/Hardware Make", DataType.STRING, "Raspberry Pi", timestamp=T)
+    _add(pb, "Properties/Hardware Model", DataType.STRING, "Pi 3 Model B", timestamp=T)
+    _add(pb, "Properties/OS", DataType.STRING, "Raspbian", timestamp=T)
+    _add(pb, "Properties/OS Version", DataType.STRING, "Jessie with PIXEL/11.01.2017", timestamp=T)
+    _add(pb, "Supply Voltage", DataType.FLOAT, 12.1, timestamp=T)
+    return pb
+
+
+def _spec_dbirth() -> Any:
+    pb = PayloadPb(timestamp=T, seq=1)
+    names = ["Inputs/A", "Inputs/B", "Inputs/C", "Inputs/D", "Inputs/Button", "Outputs/E"]
+    names += ["Outputs/F", "Outputs/G", "Outputs/H", "Outputs/LEDs/Green", "Outputs/LEDs/Red"]
+    names += ["Outputs/LEDs/Yellow", "Outputs/Buzzer"]
+    for name in names:
+        _add(pb, name, DataType.BOOLEAN, False, timestamp=T)
+    _add(pb, "Properties/Hardware Make", DataType.STRING, "Pibrella", timestamp=T)
+    return pb
+
+
+def test_the_specifications_session_is_stored() -> None:
+    """Every message of the spec's example session is accepted: ids with capitals and spaces
+    become Arbor ids, node controls and bdSeq are not data, the Float 12.1 stays 12.1."""
+    ndata = PayloadPb(timestamp=T + 1000, seq=2)
+    _add(ndata, "Supply Voltage", DataType.FLOAT, 12.3, timestamp=T + 1000)
+    # The spec's DDATA example says seq 0; in a real session it follows the NDATA: 3.
+    ddata = PayloadPb(timestamp=T + 2000, seq=3)
+    _add(ddata, "Inputs/A", DataType.BOOLEAN, True, timestamp=T + 2000)
+    _add(ddata, "Inputs/C", DataType.BOOLEAN, True, timestamp=T + 2000)
+    ndeath = PayloadPb(timestamp=T + 3000)
+    _add(ndeath, "bdSeq", DataType.UINT64, 0, timestamp=T + 3000)
+    dec = _decoder()
+    out = dec.decode(
+        [
+            _raw(NODE.format("NBIRTH"), _spec_nbirth()),
+            _raw(DEVICE.format("DBIRTH"), _spec_dbirth(), 1),
+            _raw(NODE.format("NDATA"), ndata, 2),
+            _raw(DEVICE.format("DDATA"), ddata, 3),
+            _raw(NODE.format("NDEATH"), ndeath, 4),
+        ]
+    )
+    assert out.dead == [] and out.gaps == [] and out.rebirths == []
+    assert [(a.site, a.machine, a.channel, a.seq) for a in out.accepted] == [
+        ("sparkplug-b-devices", "raspberry-pi", "nbirth", 0),
+        ("sparkplug-b-devices", "pibrella", "dbirth", 1),
+        ("sparkplug-b-devices", "raspberry-pi", "ndata", 2),
+        ("sparkplug-b-devices", "pibrella", "ddata", 3),
+        ("sparkplug-b-devices", "raspberry-pi", "ndeath", -2),
+    ]
+    nbirth, dbirth, data, ddata_acc, death = out.accepted
+    assert nbirth.session == f"spb-0-{T}"
+    assert _extra(nbirth) == {
+        "Properties/Hardware Make": "Raspberry Pi",
+        "Properties/Hardware Model": "Pi 3 Model B",
+        "Properties/OS": "Raspbian",
+        "Properties/OS Version": "Jessie with PIXEL/11.01.2017",
+    }
+    power = 1 + WIDE_INDEX["power"]  # "Supply Voltage" is mapped to power in _decoder()
+    assert [(r[0], r[power]) for r in nbirth.wide] == [(SPEC_TIME, 12.1)]
+    assert [(r[0], r[power]) for r in data.wide] == [(SPEC_TIME + timedelta(seconds=1), 12.3)]
+    assert nbirth.n_values == 5  # four properties and the voltage; no bdSeq, no Node Control
+    inputs = {n: v for n, v in _extra(dbirth).items() if n != "Properties/Hardware Make"}
+    assert len(inputs) == 13 and set(inputs.values()) == {0.0}
+    assert _extra(dbirth)["Properties/Hardware Make"] == "Pibrella"
+    assert _extra(ddata_acc) == {"Inputs/A": 1.0, "Inputs/C": 1.0}
+    assert [(s.machine, s.online) for s in nbirth.status + dbirth.status] == [
+        ("raspberry-pi", True),
+        ("pibrella", True),
+    ]
+    assert [(s.machine, s.online, s.reason) for s in death.status] == [
+        ("raspberry-pi", False, "node death"),
+        ("pibrella", False, "node death"),
+    ]
+    assert dec.sparkplug.skipped == {}
+
+
+# --- Tahu's Python example ---------------------------------------------------------------------
+
+TAHU_NODE = "spBv1.0/Sparkplug B Devices/{}/Python Edge Node 1"
+TAHU_DEVICE = "spBv1.0/Sparkplug B Devices/{}/Python Edge Node 1/Emulated Device"
+
+
+def _tahu_births(now: int) -> tuple[Any, Any]:
+    nb = PayloadPb(timestamp=now, seq=0)
+    _add(nb, "bdSeq", DataType.INT64, 0, timestamp=now)
+    for alias, name in ((0, "Next Server"), (1, "Rebirth"), (2, "Reboot")):
+        _add(nb, f"Node Control/{name}", DataType.BOOLEAN, False, alias=alias, timestamp=now)
+    _add(nb, "Node Metric0", DataType.STRING, "hello node", alias=4, timestamp=now)
+    _add(nb, "Node Metric1", DataType.BOOLEAN, True, alias=5, timestamp=now)
+    _add(nb, "Node Metric3", DataType.INT32, None, alias=7, timestamp=now)  # addNullMetric
+    ds = nb.metrics.add(name="DataSet", alias=3, timestamp=now, datatype=16).dataset_value
+    ds.num_of_columns = 3
+    ds.columns.extend(["Int8s", "Int16s", "Int32s"])
+    ds.types.extend([1, 2, 3])
+    for row in ((0, 1, 2), (3, 4, 5)):
+        r = ds.rows.add()
+        for v in row:
+            r.elements.add().int_value = v
+    m2 = _add(nb, "Node Metric2", DataType.INT16, 13, alias=6, timestamp=now)
+    m2.properties.keys.append("engUnit")
+    m2.properties.values.add(type=int(DataType.STRING)).string_value = "MyCustomUnits"
+    tdef = nb.metrics.add(name="_types_/Custom_Motor", timestamp=now, datatype=19).template_value
+    tdef.is_definition = True
+    tdef.parameters.add(name="Index", type=int(DataType.STRING)).string_value = "0"
+    for member in ("RPMs", "AMPs"):
+        _add(tdef, member, DataType.INT32, 0, timestamp=now)
+    db = PayloadPb(timestamp=now, seq=1)
+    _add(db, "input/Device Metric0", DataType.STRING, "hello device", alias=8, timestamp=now)
+    _add(db, "input/Device Metric1", DataType.BOOLEAN, True, alias=9, timestamp=now)
+    _add(db, "output/Device Metric2", DataType.INT16, 16, alias=10, timestamp=now)
+    _add(db, "output/Device Metric3", DataType.BOOLEAN, True, alias=11, timestamp=now)
+    inst = db.metrics.add(name="My_Custom_Motor", alias=12, timestamp=now, datatype=19)
+    inst.template_value.template_ref = "Custom_Motor"
+    inst.template_value.is_definition = False
+    inst.template_value.parameters.add(name="Index", type=12).string_value = "1"
+    _add(inst.template_value, "RPMs", DataType.INT32, 123, timestamp=now)
+    _add(inst.template_value, "AMPs", DataType.INT32, 456, timestamp=now)
+    return nb, db
+
+
+def test_tahu_python_example_session() -> None:
+    now = int(time.time() * 1000)
+    nb, db = _tahu_births(now)
+    ddata = PayloadPb(timestamp=now + 1, seq=2)
+    _add(ddata, None, DataType.STRING, "qwertyuiopas", alias=8, timestamp=now + 1)
+    stale = _add(ddata, None, DataType.BOOLEAN, False, alias=9, timestamp=now + 1)
+    stale.properties.keys.append("Quality")
+    stale.properties.values.add(type=int(DataType.INT32)).int_value = 500
+    _add(ddata, None, DataType.INT16, 2**32 - 7, alias=10, timestamp=now + 1)  # Java (Short) -7
+    dec = _decoder()
+    out = dec.decode(
+        [
+            _raw(TAHU_NODE.format("NBIRTH"), nb),
+            _raw(TAHU_DEVICE.format("DBIRTH"), db, 1),
+            _raw(TAHU_DEVICE.format("DDATA"), ddata, 2),
+        ]
+    )
+    assert out.dead == [] and out.rebirths == []
+    node, dev, data = out.accepted
+    assert (node.site, node.machine, dev.machine) == (
+        "sparkplug-b-devices",
+        "python-edge-node-1",
+        "emulated-device",
+    )
+    assert _extra(node) == {
+        "Node Metric0": "hello node",
+        "Node Metric1": 1.0,
+        "Node Metric3": None,
+        "DataSet": '{"columns":["Int8s","Int16s","Int32s"],"types":["INT8","INT16","INT32"],'
+        '"rows":[[0,1,2],[3,4,5]]}',
+        "Node Metric2": 13.0,
+    }
+    assert _extra(dev) == {
+        "input/Device Metric0": "hello device",
+        "input/Device Metric1": 1.0,
+        "output/Device Metric2": 16.0,
+        "output/Device Metric3": 1.0,
+        "My_Custom_Motor/RPMs": 123.0,
+        "My_Custom_Motor/AMPs": 456.0,
+    }
+    # The STALE value is not stored; the others of its message are.
+    assert _extra(data) == {"input/Device Metric0": "qwertyuiopas", "output/Device Metric2": -7.0}
+    assert dec.sparkplug.skipped == {"quality": 1}
+
+
+# --- one unusual metric does not cost the message ----------------------------------------------
+
+
+def test_unusual_metrics_are_skipped_the_rest_is_stored() -> None:
+    now = int(time.time() * 1000)
+    nb = PayloadPb(timestamp=now, seq=0)
+    _add(nb, "bdSeq", DataType.INT64, 4, timestamp=now)
+    _add(nb, "Spindle/Speed", DataType.DOUBLE, 0.0, alias=1, timestamp=now)
+    _add(nb, "Future", DataType.INT32, 1, alias=2, timestamp=now).datatype = 40  # not a type
+    _add(nb, "Counts", DataType.INT32_ARRAY, b"", alias=3, timestamp=now)
+    _add(nb, "Big", DataType.UINT64, 0, alias=4, timestamp=now)
+    _add(nb, "Stamp", DataType.DATETIME, now, alias=5, timestamp=now)
+    _add(nb, "Execution", DataType.STRING, "READY", alias=6, timestamp=now)
+    nd = PayloadPb(timestamp=now + 10, seq=1)
+    _add(nd, None, DataType.DOUBLE, 1200.0, alias=1, timestamp=now + 10)
+    nd.metrics.add(alias=2, timestamp=now + 10).int_value = 5  # declared with type 40
+    nd.metrics.add(alias=3, timestamp=now + 10).bytes_value = b"\x01\x00\x00"  # 3 of 4 bytes
+    nd.metrics.add(alias=99, timestamp=now + 10).double_value = 1.0  # never declared
+    nd.metrics.add(alias=4, timestamp=now + 10).long_value = 2**64 - 1  # UInt64 > 2**63
+    nd.metrics.add(alias=5, timestamp=now + 10).long_value = T
+    _add(nd, "Blob", DataType.BYTES, b"\x00\x01", timestamp=now + 10)
+    _add(nd, "Nan", DataType.DOUBLE, float("nan"), timestamp=now + 10)
+    _add(nd, "Nul", DataType.STRING, "a\x00b", timestamp=now + 10)
+    _add(nd, "Scratch", DataType.DOUBLE, 5.0, timestamp=now + 10, is_transient=True)
+    _add(nd, "Old", DataType.DOUBLE, 5.0, timestamp=now - 40 * 86_400_000, is_historical=True)
+    _add(nd, "Ints", DataType.INT16_ARRAY, bytes.fromhex("D08A3075"), timestamp=now + 10)
+    # Back-filled (store and forward) execution: stored as history.
+    _add(nd, None, DataType.STRING, "ACTIVE", alias=6, timestamp=now - 60_000, is_historical=True)
+    dec = _decoder(max_past=timedelta(days=30))
+    out = dec.decode(
+        [_raw("spBv1.0/plant/NBIRTH/cnc-7", nb), _raw("spBv1.0/plant/NDATA/cnc-7", nd, 1)]
+    )
+    assert out.dead == []
+    assert [a.channel for a in out.accepted] == ["nbirth", "ndata"]
+    assert out.rebirths == [("plant", "cnc-7")], "the undeclared alias asks for a rebirth"
+    data = out.accepted[1]
+    speed = 1 + WIDE_INDEX["spindle_speed"]
+    assert [r[speed] for r in data.wide] == [1200.0]
+    assert _extra(data) == {
+        "Big": float(2**64 - 1),
+        "Stamp": "2017-02-03T17:55:02.122Z",
+        "Ints": "[-30000,30000]",
+    }
+    assert [(e[1], e[2], e[-1]) for e in data.events] == [("execution", "ACTIVE", True)]
+    assert dec.sparkplug.skipped == {
+        "bad_value": 3,  # Future (birth type 40) in the birth and the data, Counts' 3 bytes
+        "undeclared": 1,
+        "binary": 1,
+        "non_finite": 1,
+        "nul": 1,
+        "transient": 1,
+        "timestamp_range": 1,
+    }
+    assert data.n_values == 5
+
+
+def test_device_messages_share_the_node_seq_across_the_wrap() -> None:
+    now = int(time.time() * 1000)
+    nb = PayloadPb(timestamp=now, seq=0)
+    _add(nb, "bdSeq", DataType.INT64, 1, timestamp=now)
+    _add(nb, "Spindle/Speed", DataType.DOUBLE, 0.0, alias=2, timestamp=now)
+    db = PayloadPb(timestamp=now, seq=1)
+    _add(db, "Spindle/Load", DataType.FLOAT, 0.0, alias=1, timestamp=now)
+    batch = [_raw("spBv1.0/plant/NBIRTH/gw", nb), _raw("spBv1.0/plant/DBIRTH/gw/cnc-1", db)]
+    for seq in range(2, 260):
+        pb = PayloadPb(timestamp=now + seq, seq=seq % 256)
+        if seq % 2:  # the device's Spindle/Load (alias 1 of the DBIRTH)
+            pb.metrics.add(alias=1, timestamp=now + seq).float_value = float(seq % 100)
+        else:  # the node's Spindle/Speed (alias 2 of the NBIRTH)
+            pb.metrics.add(alias=2, timestamp=now + seq).double_value = float(seq)
+        kind = "DDATA/gw/cnc-1" if seq % 2 else "NDATA/gw"
+        batch.append(_raw(f"spBv1.0/plant/{kind}", pb, seq))
+    out = _decoder().decode(batch)
+    assert out.dead == [] and out.gaps == [] and out.rebirths == []
+    assert [a.seq for a in out.accepted] == list(range(260))
+    assert {a.key_machine for a in out.accepted} == {"gw"}
+    dev = [a for a in out.accepted if a.machine == "cnc-1"]
+    node = [a for a in out.accepted if a.machine == "gw"]
+    loads = [r[1 + WIDE_INDEX["spindle_load"]] for a in dev for r in a.wide]
+    assert loads == [0.0] + [float(s % 100) for s in range(3, 260, 2)]
+    speeds = [r[1 + WIDE_INDEX["spindle_speed"]] for a in node for r in a.wide]
+    assert speeds == [0.0] + [float(s) for s in range(2, 260, 2)]
+
+
+def test_host_state_and_commands_are_not_data() -> None:
+    batch = [
+        _raw("spBv1.0/STATE/Ignition Primary", b'{"online":true,"timestamp":1668114759262}'),
+        _raw("spBv1.0/plant/NCMD/gw", PayloadPb(timestamp=1), 1),
+        _raw("spBv1.0/plant/DCMD/gw/cnc-1", PayloadPb(timestamp=1), 2),
+    ]
+    out: DecodedBatch = _decoder().decode(batch)
+    assert (out.accepted, out.dead, out.ignored) == ([], [], 3)
+
+
+def test_sparkplug_ids_become_arbor_ids() -> None:
+    assert arbor_id("cnc-7") == "cnc-7"
+    assert arbor_id("Sparkplug B Devices") == "sparkplug-b-devices"
+    assert arbor_id("Emulated Device") == "emulated-device"
+    assert arbor_id("Line 1.Cell_2") == "line-1-cell_2"
+    assert arbor_id("Température") == "temp-rature"
+    assert arbor_id("***").startswith("x-") and len(arbor_id("***")) == 10
+    long = arbor_id("Edge " * 30)
+    assert len(long) <= 64 and long.startswith("edge-edge-")
+    now = int(time.time() * 1000)
+    nb = PayloadPb(timestamp=now, seq=0)
+    _add(nb, "bdSeq", DataType.INT64, 0, timestamp=now)
+    out = _decoder().decode(
+        [_raw("spBv1.0/plant/NBIRTH/Line 1", nb), _raw("spBv1.0/plant/NBIRTH/line-1", nb, 1)]
+    )
+    assert [a.machine for a in out.accepted] == ["line-1"]
+    assert [d.kind for d in out.dead] == ["bad_topic"]
+    reason = out.dead[0].reason
+    assert "'line-1' maps to the Arbor id 'line-1', which 'Line 1' already has" in reason
+
+
+def test_unknown_datatype_in_the_birth_does_not_loop_rebirths() -> None:
+    """A metric of a datatype this host does not know is declared (name, alias), so its DATA
+    values are skipped as bad values instead of being 'undeclared' (rebirth, forever)."""
+    now = int(time.time() * 1000)
+    nb = PayloadPb(timestamp=now, seq=0)
+    _add(nb, "bdSeq", DataType.INT64, 0, timestamp=now)
+    _add(nb, "Future", DataType.INT32, 1, alias=1, timestamp=now).datatype = 77
+    nd = PayloadPb(timestamp=now, seq=1)
+    nd.metrics.add(alias=1, timestamp=now).int_value = 2
+    dec = _decoder()
+    out = dec.decode([_raw("spBv1.0/plant/NBIRTH/gw", nb), _raw("spBv1.0/plant/NDATA/gw", nd, 1)])
+    assert out.dead == [] and out.rebirths == []
+    assert dec.sparkplug.skipped == {"bad_value": 2}
