@@ -129,6 +129,18 @@ class _BadValueError(ValueError):
     pass
 
 
+def _number(text: str) -> float:
+    """``float(text)``; a counter's reset suffix (``0:MANUAL``, ``1234:SHIFT``: the value, then
+    what reset it) is dropped, as the reference agent does. ``ValueError`` if not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        head, colon, _trigger = text.partition(":")
+        if not colon:
+            raise
+        return float(head)
+
+
 def _convert(target: Target, raw: str) -> Scalar:
     text = raw.strip()
     if text.upper() == "UNAVAILABLE":
@@ -138,19 +150,21 @@ def _convert(target: Target, raw: str) -> Scalar:
         if text == "":
             return None
         try:
-            number = float(text)
+            number = _number(text)
         except ValueError:
             if target.signal.startswith("x_"):
                 return text[:_MAX_TEXT]  # vendor values may be any scalar
             raise _BadValueError(f"not a number: {text[:40]!r}") from None
         if not math.isfinite(number):
             raise _BadValueError(f"not a finite number: {text!r}")
-        return number * target.scale if target.scale != 1.0 else number
+        if target.scale != 1.0 or target.offset:
+            return number * target.scale + target.offset
+        return number
     if dtype is Dtype.INT:
         if text == "":
             return None
         try:
-            number = float(text)
+            number = _number(text)
         except ValueError:
             raise _BadValueError(f"not an integer: {text[:40]!r}") from None
         if not math.isfinite(number):
@@ -164,7 +178,7 @@ def _convert(target: Target, raw: str) -> Scalar:
         return word
     if dtype is Dtype.BOOL:
         return text.lower() in ("true", "1", "on", "yes")
-    return raw[:_MAX_TEXT]
+    return text[:_MAX_TEXT]  # blanks around a value are not part of it (the agent trims them)
 
 
 def normalise(obs: Observation) -> list[CanonicalItem]:
@@ -176,6 +190,10 @@ def normalise(obs: Observation) -> list[CanonicalItem]:
     if kind is TargetKind.TELEMETRY or kind is TargetKind.EVENT:
         if item.representation == "TIME_SERIES":
             return _time_series(obs)
+        if len(f) > 1:  # an ALARM (MTConnect 1.1): code|native_code|severity|state|text
+            words = [x.strip() for x in f if x.strip()]
+            value = None if not words or words[0].upper() == "UNAVAILABLE" else " ".join(words)
+            return [CanonicalItem(obs.ts, target.signal, target.channel, value)]
         return [CanonicalItem(obs.ts, target.signal, target.channel, _convert(target, f[0]))]
     if kind is TargetKind.CONDITION:
         level = f[0].strip().upper()
@@ -189,12 +207,12 @@ def normalise(obs: Observation) -> list[CanonicalItem]:
             code=f[1].strip()[:64],
             native_severity=f[2].strip()[:64] or None,
             qualifier=f[3].strip()[:64] or None,
-            text=f[4][:_MAX_TEXT],
+            text=f[4].strip()[:_MAX_TEXT],
         )
         return [CanonicalItem(obs.ts, "condition", SignalChannel.EVENT, condition=condition)]
     if kind is TargetKind.MESSAGE:
-        code, text = f[0].strip(), f[1]
-        value = text if text.strip() else code
+        code, text = f[0].strip(), f[1].strip()
+        value = text or code
         if value.upper() == "UNAVAILABLE":
             return [CanonicalItem(obs.ts, "message", SignalChannel.EVENT, None)]
         return [CanonicalItem(obs.ts, "message", SignalChannel.EVENT, value[:_MAX_TEXT])]
@@ -392,7 +410,13 @@ class MachinePipeline:
             self._add(item)
 
     def _asset(self, change: AssetChange) -> None:
-        ts = self._check_time(change.ts)
+        # An asset's timestamp is when the asset last changed, not a reading of the stream's
+        # clock: adapters send their whole tool table at connect, stamped hours back (Okuma).
+        # So it neither starts a session nor moves the clock; an older one is placed at the
+        # stream's current time.
+        ts = change.ts
+        if self._last_ts is not None and ts < self._last_ts:
+            ts = self._last_ts
         try:
             record: ToolLifeRecord | None = None
             if change.action == "add":

@@ -22,14 +22,18 @@ __all__ = [
     "select_device",
 ]
 
+import logging
+import math
 import re
 import xml.etree.ElementTree as ET  # the file is the operator's own config, not network input
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 from gateway.errors import DeviceModelError
 from protocol import CATALOGUE, Dtype, SignalChannel
+
+log = logging.getLogger(__name__)
 
 
 class TargetKind(StrEnum):
@@ -46,8 +50,10 @@ class TargetKind(StrEnum):
 class Target:
     """Where a DataItem's values go: a signal name, its channel kind and value type.
 
-    ``scale`` multiplies numeric values into Arbor's unit (W -> kW); ``component`` is the label of
-    conditions (``spindle``, ``x_axis``, ``controller``, ``path.logic_program``).
+    ``scale`` (then ``offset``) turns numeric values from the unit the adapter sends (the
+    DataItem's ``nativeUnits``, else ``units``) into the catalogue's unit (W -> kW, INCH -> mm,
+    MILLIMETER/SECOND -> mm/min, ...); ``component`` is the label of conditions (``spindle``,
+    ``x_axis``, ``controller``, ``path.logic_program``).
     """
 
     kind: TargetKind
@@ -56,6 +62,7 @@ class Target:
     scale: float = 1.0
     values: tuple[str, ...] | None = None
     component: str = ""
+    offset: float = 0.0  # added after ``scale`` (FAHRENHEIT -> CELSIUS)
 
     @property
     def channel(self) -> SignalChannel:
@@ -83,6 +90,7 @@ class DataItem:
     component_name: str | None
     component_id: str
     target: Target
+    coordinate_system: str | None = None  # MACHINE, WORK, OBJECT, ... when the file says
 
     @property
     def arity(self) -> int:
@@ -91,6 +99,8 @@ class DataItem:
             return 5  # level | native_code | native_severity | qualifier | text
         if self.type == "MESSAGE":
             return 2  # native_code | text
+        if self.type == "ALARM":
+            return 5  # code | native_code | severity | state | text (MTConnect 1.1)
         if self.representation == "TIME_SERIES":
             return 3  # count | rate | "v1 v2 ..."
         return 1
@@ -153,7 +163,14 @@ _PLAIN: dict[tuple[str, str | None], str] = {
     ("PATH_FEEDRATE", "PROGRAMMED"): "feedrate_command",
     ("PATH_FEEDRATE_OVERRIDE", None): "feed_override",
     ("PATH_FEEDRATE_OVERRIDE", "PROGRAMMED"): "feed_override",
+    ("PATH_FEEDRATE_OVERRIDE", "OPERATOR"): "feed_override",
     ("PATH_FEEDRATE_OVERRIDE", "RAPID"): "rapid_override",
+    ("PATH_FEEDRATE", "OVERRIDE"): "feed_override",  # MTConnect 1.1
+    # a spindle override outside the spindle's component (a Path, the Controller)
+    ("ROTARY_VELOCITY_OVERRIDE", None): "spindle_override",
+    ("ROTARY_VELOCITY_OVERRIDE", "PROGRAMMED"): "spindle_override",
+    ("ROTARY_VELOCITY_OVERRIDE", "OPERATOR"): "spindle_override",
+    ("SPINDLE_SPEED", "OVERRIDE"): "spindle_override",  # MTConnect 1.1
     ("ACCUMULATED_TIME", "x:CUTTING_TIME"): "cutting_time",
     ("ACCUMULATED_TIME", "x:OPERATING_TIME"): "operating_time",
     ("ACCUMULATED_TIME", "x:SPINDLE_RUN_TIME"): "spindle_run_time",
@@ -168,13 +185,76 @@ _SPINDLE: dict[tuple[str, str | None], str] = {
     ("ROTARY_VELOCITY", "PROGRAMMED"): "spindle_speed_command",
     ("SPINDLE_SPEED", "COMMANDED"): "spindle_speed_command",
     ("ROTARY_VELOCITY_OVERRIDE", None): "spindle_override",
+    ("ROTARY_VELOCITY_OVERRIDE", "PROGRAMMED"): "spindle_override",
+    ("ROTARY_VELOCITY_OVERRIDE", "OPERATOR"): "spindle_override",
+    ("SPINDLE_SPEED", "OVERRIDE"): "spindle_override",  # MTConnect 1.1
     ("SPINDLE_SPEED_OVERRIDE", None): "spindle_override",
     ("LOAD", None): "spindle_load",
+    ("LOAD", "ACTUAL"): "spindle_load",
     ("TEMPERATURE", None): "spindle_temperature",
     ("ACCUMULATED_TIME", "x:SPINDLE_RUN_TIME"): "spindle_run_time",
 }
 
 _WATTS = {"WATT": 0.001, "KILOWATT": 1.0}
+
+# Catalogue unit -> MTConnect unit -> (scale, offset) into it. A unit not listed is taken to be
+# the catalogue's own already (PERCENT, REVOLUTION/MINUTE, ...).
+_RAD = 180.0 / math.pi
+_CONVERSIONS: dict[str, dict[str, tuple[float, float]]] = {
+    "mm": {
+        "MILLIMETER": (1.0, 0.0),
+        "MICROMETER": (0.001, 0.0),
+        "MICRON": (0.001, 0.0),
+        "CENTIMETER": (10.0, 0.0),
+        "METER": (1000.0, 0.0),
+        "INCH": (25.4, 0.0),
+        "FOOT": (304.8, 0.0),
+    },
+    "deg": {"DEGREE": (1.0, 0.0), "RADIAN": (_RAD, 0.0)},
+    "mm/min": {
+        "MILLIMETER/MINUTE": (1.0, 0.0),
+        "MILLIMETER/SECOND": (60.0, 0.0),
+        "METER/MINUTE": (1000.0, 0.0),
+        "METER/SECOND": (60_000.0, 0.0),
+        "INCH/MINUTE": (25.4, 0.0),
+        "INCH/SECOND": (1524.0, 0.0),
+        "FOOT/MINUTE": (304.8, 0.0),
+        "FOOT/SECOND": (18_288.0, 0.0),
+    },
+    "rev/min": {
+        "REVOLUTION/MINUTE": (1.0, 0.0),
+        "REVOLUTION/SECOND": (60.0, 0.0),
+        "RADIAN/SECOND": (60.0 / (2 * math.pi), 0.0),
+        "DEGREE/SECOND": (60.0 / 360.0, 0.0),
+    },
+    "°C": {
+        "CELSIUS": (1.0, 0.0),
+        "FAHRENHEIT": (5.0 / 9.0, -32.0 * 5.0 / 9.0),
+        "KELVIN": (1.0, -273.15),
+    },
+    "s": {
+        "SECOND": (1.0, 0.0),
+        "MILLISECOND": (0.001, 0.0),
+        "MINUTE": (60.0, 0.0),
+        "HOUR": (3600.0, 0.0),
+    },
+}
+
+
+def _conversion(unit: str | None, elem: ET.Element) -> tuple[float, float]:
+    """(scale, offset) from what the adapter sends for ``elem`` to the catalogue ``unit``."""
+    native = (elem.get("nativeUnits") or elem.get("units") or "").strip().upper()
+    if unit == "kW":
+        scale, offset = _WATTS.get(native or "WATT", 0.001), 0.0
+    else:
+        scale, offset = _CONVERSIONS.get(unit or "", {}).get(native, (1.0, 0.0))
+    try:  # nativeScale: the adapter sends value * nativeScale
+        native_scale = float(elem.get("nativeScale") or 1.0)
+    except ValueError:
+        native_scale = 1.0
+    if native_scale not in (0.0, 1.0) and math.isfinite(native_scale):
+        scale /= native_scale
+    return scale, offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +265,14 @@ class _Component:
     is_spindle: bool
 
 
+_AXIS_NAME = re.compile(r"([xyzabc])\d*", re.IGNORECASE)
+
+
 def _axis(comp: _Component) -> str | None:
-    name = (comp.name or "").lower()
-    return name if len(name) == 1 and name in "xyzabc" else None
+    """The axis letter of a Linear/Rotary: its name ``X``, or ``Z1``/``C2`` on multi-turret
+    lathes and multi-spindle machines (the name, else the id when it has none)."""
+    m = _AXIS_NAME.fullmatch((comp.name if comp.name is not None else comp.id).strip())
+    return m.group(1).lower() if m else None
 
 
 def _component_label(comp: _Component) -> str:
@@ -200,20 +285,32 @@ def _component_label(comp: _Component) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", base)[:40] or "device"
 
 
-def _catalogue_signal(cat: str, typ: str, sub: str | None, comp: _Component) -> str | None:
+def _catalogue_signal(
+    cat: str, typ: str, sub: str | None, comp: _Component, elem: ET.Element
+) -> str | None:
     key = (typ, sub)
+    axis = _axis(comp)
+    units = (elem.get("units") or elem.get("nativeUnits") or "").upper()
+    if units == "PERCENT" and typ in ("SPINDLE_SPEED", "ROTARY_VELOCITY"):
+        return "spindle_override"  # MTConnect 1.1 overrides were speeds in PERCENT
+    if units == "PERCENT" and typ == "PATH_FEEDRATE":
+        return "feed_override"
+    if comp.is_spindle and typ == "LOAD" and sub in (None, "ACTUAL") and axis in ("a", "b", "c"):
+        # a spindle that is also a C axis (mill-turn) may carry both loads: ``Cload``, ``Sload``
+        label = (elem.get("name") or elem.get("id") or "").lower()
+        if label.startswith(axis) and not label.startswith("s"):
+            return f"load_{axis}"
     if comp.is_spindle and key in _SPINDLE:
         return _SPINDLE[key]
-    axis = _axis(comp)
     if comp.tag == "Linear" and axis in ("x", "y", "z"):
         if typ == "POSITION" and sub in (None, "ACTUAL"):
             return f"position_{axis}"
-        if typ == "LOAD" and sub is None:
+        if typ == "LOAD" and sub in (None, "ACTUAL"):
             return f"load_{axis}"
-    if comp.tag == "Rotary" and not comp.is_spindle and axis in ("a", "b", "c"):
+    if comp.tag == "Rotary" and axis in ("a", "b", "c"):
         if typ == "ANGLE" and sub in (None, "ACTUAL"):
-            return f"position_{axis}"
-        if typ == "LOAD" and sub is None:
+            return f"position_{axis}"  # also the C axis of a spindle that can index
+        if typ == "LOAD" and sub in (None, "ACTUAL") and not comp.is_spindle:
             return f"load_{axis}"
     if typ == "TEMPERATURE" and sub is None:
         if comp.tag == "Coolant":
@@ -227,34 +324,44 @@ def _catalogue_signal(cat: str, typ: str, sub: str | None, comp: _Component) -> 
     return _PLAIN.get(key)
 
 
-def _target(elem: ET.Element, comp: _Component, label: str) -> Target:
-    cat = (elem.get("category") or "").upper()
-    typ = (elem.get("type") or "").upper()
-    sub = elem.get("subType")
-    item_id = elem.get("id") or ""
-    if cat == "CONDITION":
-        return Target(TargetKind.CONDITION, "condition", Dtype.STR, component=label)
-    if typ == "MESSAGE":
-        return Target(TargetKind.MESSAGE, "message", Dtype.STR)
-    if typ == "PATH_POSITION":
-        return Target(TargetKind.PATH_POSITION, vendor_name(item_id), Dtype.FLOAT)
-    name = _catalogue_signal(cat, typ, sub, comp)
-    signal = CATALOGUE.get(name) if name is not None else None
-    if signal is not None:
-        kind = (
-            TargetKind.TELEMETRY if signal.channel is SignalChannel.TELEMETRY else TargetKind.EVENT
-        )
-        scale = 1.0
-        if signal.name == "power":
-            units = (elem.get("nativeUnits") or elem.get("units") or "WATT").upper()
-            scale = _WATTS.get(units, 0.001)
-        return Target(kind, signal.name, signal.dtype, scale, signal.values)
+def _vendor_target(cat: str, item_id: str) -> Target:
     if cat == "SAMPLE":
         return Target(TargetKind.TELEMETRY, vendor_name(item_id), Dtype.FLOAT)
     return Target(TargetKind.EVENT, vendor_name(item_id), Dtype.STR)
 
 
+def _target(elem: ET.Element, comp: _Component, label: str) -> Target:
+    cat = (elem.get("category") or "").upper()
+    typ = (elem.get("type") or "").upper()
+    sub = elem.get("subType")
+    item_id = elem.get("id") or ""
+    units = (elem.get("nativeUnits") or elem.get("units") or "").upper()
+    representation = (elem.get("representation") or "").upper()
+    if cat == "CONDITION":
+        return Target(TargetKind.CONDITION, "condition", Dtype.STR, component=label)
+    if typ == "MESSAGE":
+        return Target(TargetKind.MESSAGE, "message", Dtype.STR)
+    if typ == "PATH_POSITION" or (cat == "SAMPLE" and units.endswith("_3D")):
+        # three numbers "x y z" (PATH_POSITION, ORIENTATION, a POSITION in MILLIMETER_3D, ...)
+        return Target(TargetKind.PATH_POSITION, vendor_name(item_id), Dtype.FLOAT)
+    if representation in ("DATA_SET", "TABLE") or typ == "ALARM":
+        return Target(TargetKind.EVENT, vendor_name(item_id), Dtype.STR)  # kept as text
+    name = _catalogue_signal(cat, typ, sub, comp, elem)
+    signal = CATALOGUE.get(name) if name is not None else None
+    if signal is not None:
+        kind = (
+            TargetKind.TELEMETRY if signal.channel is SignalChannel.TELEMETRY else TargetKind.EVENT
+        )
+        scale, offset = (1.0, 0.0)
+        if signal.dtype is Dtype.FLOAT:
+            scale, offset = _conversion(signal.unit, elem)
+        return Target(kind, signal.name, signal.dtype, scale, signal.values, offset=offset)
+    return _vendor_target(cat, item_id)
+
+
 def _is_spindle(elem: ET.Element) -> bool:
+    if _local(elem.tag) == "Spindle":  # MTConnect 1.0/1.1 had a Spindle component
+        return True
     if _local(elem.tag) != "Rotary":
         return False
     modes: set[str] = set()
@@ -282,12 +389,42 @@ def _direct_items(comp_elem: ET.Element) -> list[ET.Element]:
     return out
 
 
-def _walk(elem: ET.Element, model: DeviceModel) -> None:
+@dataclass(slots=True)
+class _Walk:
+    """What the walk of one device needs besides the element at hand."""
+
+    model: DeviceModel
+    coordinate_systems: dict[str, str]  # CoordinateSystem id -> type
+    labels: dict[str, str] = field(default_factory=dict)  # condition label -> component id
+
+
+def _coordinate_systems(device: ET.Element) -> dict[str, str]:
+    return {
+        e.get("id") or "": (e.get("type") or "").upper()
+        for e in device.iter()
+        if _local(e.tag) == "CoordinateSystem" and e.get("id")
+    }
+
+
+def _unique_label(walk: _Walk, label: str, comp_id: str) -> str:
+    """Condition labels name components; two components with one label (two spindles, two
+    Rotary ``C``) get ``label_2``, ``label_3`` ... so their conditions stay apart."""
+    n, candidate = 1, label
+    while walk.labels.setdefault(candidate, comp_id) != comp_id:
+        n += 1
+        candidate = f"{label}_{n}"
+    return candidate
+
+
+def _walk(elem: ET.Element, walk: _Walk) -> None:
+    model = walk.model
     tag = _local(elem.tag)
     comp = _Component(tag, elem.get("name"), elem.get("id") or "", _is_spindle(elem))
     items = _direct_items(elem)
     conditions = [e for e in items if (e.get("category") or "").upper() == "CONDITION"]
     base_label = _component_label(comp)
+    if conditions:
+        base_label = _unique_label(walk, base_label, comp.id or str(id(elem)))
     for e in items:
         item_id = e.get("id")
         if not item_id:
@@ -304,6 +441,10 @@ def _walk(elem: ET.Element, model: DeviceModel) -> None:
             sample_rate = float(rate) if rate else None
         except ValueError:
             sample_rate = None
+        coordinate_system = (e.get("coordinateSystem") or "").upper() or None
+        ref = e.get("coordinateSystemIdRef")
+        if ref is not None and ref in walk.coordinate_systems:
+            coordinate_system = walk.coordinate_systems[ref] or coordinate_system
         model.items.append(
             DataItem(
                 id=item_id,
@@ -320,12 +461,52 @@ def _walk(elem: ET.Element, model: DeviceModel) -> None:
                 component_name=elem.get("name"),
                 component_id=comp.id,
                 target=_target(e, comp, label),
+                coordinate_system=coordinate_system,
             )
         )
     for child in elem:
         if _local(child.tag) == "Components":
             for sub in child:
-                _walk(sub, model)
+                _walk(sub, walk)
+
+
+def _rank(item: DataItem) -> tuple[int, int]:
+    """How well ``item`` fits its catalogue signal (higher is better): the signal's own subType
+    (PROGRAM ACTIVE over MAIN, LINE_NUMBER ABSOLUTE over none), then machine coordinates over
+    work coordinates (the catalogue's positions are machine positions)."""
+    signal = CATALOGUE[item.target.signal]
+    sub = (item.sub_type or "").upper() or None
+    wanted = (signal.mtc_sub_type or "").upper() or None
+    fit = 2 if sub == wanted else 1 if sub in (None, "ACTUAL") else 0
+    coordinates = {"MACHINE": 1, None: 0}.get(item.coordinate_system, -1)
+    return fit, coordinates
+
+
+def _resolve_collisions(model: DeviceModel) -> None:
+    """One DataItem per catalogue signal: when several map to one (machine and work positions,
+    a second spindle, a LINE_NUMBER beside a LINE), the best fitting one keeps it (the first in
+    the file on a tie) and the others keep their values under their vendor names."""
+    by_signal: dict[str, list[int]] = {}
+    for index, item in enumerate(model.items):
+        target = item.target
+        if target.kind in (TargetKind.TELEMETRY, TargetKind.EVENT) and target.signal in CATALOGUE:
+            by_signal.setdefault(target.signal, []).append(index)
+    for signal, indexes in by_signal.items():
+        if len(indexes) < 2:
+            continue
+        best = max(indexes, key=lambda i: (_rank(model.items[i]), -i))
+        for i in indexes:
+            if i == best:
+                continue
+            item = model.items[i]
+            model.items[i] = replace(item, target=_vendor_target(item.category, item.id))
+        log.info(
+            "device %s: %s comes from DataItem %s; %s keep their own names (x_mtc_<id>)",
+            model.name,
+            signal,
+            model.items[best].id,
+            ", ".join(model.items[i].id for i in indexes if i != best),
+        )
 
 
 def _index(model: DeviceModel) -> None:
@@ -340,11 +521,16 @@ def _index(model: DeviceModel) -> None:
         model.by_key[item.id] = item
 
 
+_XML_DECLARATION = re.compile(r"\A\ufeff?\s*<\?xml[^>]*\?>")
+
+
 def parse_devices(text: str | bytes, origin: str = "Devices.xml") -> list[DeviceModel]:
     """Every ``<Device>`` of a Devices.xml document (the 2.x ``<Agent>`` device is skipped)."""
+    if isinstance(text, str):  # expat refuses a str that carries an encoding declaration
+        text = _XML_DECLARATION.sub("", text, count=1)
     try:
         root = ET.fromstring(text)  # noqa: S314  (operator-supplied file; expat guards entities)
-    except ET.ParseError as exc:
+    except (ET.ParseError, ValueError) as exc:
         raise DeviceModelError(f"{origin}: not well-formed XML: {exc}") from None
     devices: list[DeviceModel] = []
     for elem in root.iter():
@@ -352,7 +538,8 @@ def parse_devices(text: str | bytes, origin: str = "Devices.xml") -> list[Device
             continue
         name = elem.get("name") or elem.get("id") or ""
         model = DeviceModel(name=name, uuid=elem.get("uuid"))
-        _walk(elem, model)
+        _walk(elem, _Walk(model, _coordinate_systems(elem)))
+        _resolve_collisions(model)
         _index(model)
         devices.append(model)
     if not devices:

@@ -15,7 +15,7 @@ from gateway.buffer import DiskQueue, mark_historical
 from gateway.config import PipelineConfig
 from gateway.errors import DeviceModelError
 from gateway.pipeline import TOOL_SIGNAL, MachinePipeline, MachineState
-from gateway.sources.devices import load_devices, select_device
+from gateway.sources.devices import load_devices, parse_devices, select_device
 from gateway.sources.shdr import ShdrParser
 from protocol import decode_event, decode_telemetry
 from tests.gateway.helpers import DATA
@@ -347,3 +347,60 @@ def test_a_gateway_behind_its_adapter_says_so(
     messages = [r.getMessage() for r in caplog.records]
     assert any("falling behind the adapter" in t and "s of its stream" in t for t in messages)
     assert any("caught up with the adapter" in t for t in messages)
+
+
+_UNITS_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<MTConnectDevices xmlns="urn:mtconnect.org:MTConnectDevices:1.3"><Devices>
+<Device id="d" name="lathe"><Components>
+ <Axes id="a"><Components>
+  <Linear id="x"><DataItems>
+   <DataItem id="xp" category="SAMPLE" type="POSITION" subType="ACTUAL" units="MILLIMETER"
+     nativeUnits="INCH"/>
+  </DataItems></Linear>
+  <Spindle id="s" name="S"><DataItems>
+   <DataItem id="st" category="SAMPLE" type="TEMPERATURE" units="CELSIUS" nativeUnits="FAHRENHEIT"/>
+   <DataItem id="sr" category="SAMPLE" type="SPINDLE_SPEED" nativeUnits="REVOLUTION/MINUTE"
+     units="REVOLUTION/MINUTE"/>
+  </DataItems></Spindle>
+ </Components></Axes>
+ <Controller id="c"><Components><Path id="p"><DataItems>
+  <DataItem id="pc" category="EVENT" type="PART_COUNT"/>
+  <DataItem id="or" category="SAMPLE" type="ORIENTATION" units="DEGREE_3D"/>
+  <DataItem id="ct" category="SAMPLE" type="ACCUMULATED_TIME" subType="x:CUTTING_TIME"
+    units="SECOND" nativeUnits="MINUTE"/>
+  <DataItem id="vars" category="EVENT" type="VARIABLE" representation="DATA_SET"/>
+  <DataItem id="al" category="EVENT" type="ALARM"/>
+ </DataItems></Path></Components></Controller>
+</Components></Device></Devices></MTConnectDevices>"""
+
+
+def test_units_resets_three_space_and_data_sets(tmp_path: Path) -> None:
+    devices = parse_devices(_UNITS_XML)  # a str that carries an encoding declaration
+    store = DiskQueue(tmp_path / "q.sqlite")
+    pipeline = MachinePipeline(MachineState("s1", "m1"), store, PipelineConfig())
+    parser = ShdrParser(devices)
+    for line in [
+        "2024-05-01T10:00:00Z|xp|1.5|st|212|sr|100|pc|17|or|10 20 30|ct|2",
+        "2024-05-01T10:00:01Z|pc|0:MANUAL|vars|:MANUAL a=1 b={c=2}",
+        "2024-05-01T10:00:02Z|al|OTHER|E12|CRITICAL|ACTIVE|Guard door open",
+    ]:
+        pipeline.process(parser.feed(line, NOW))
+    pipeline.flush()
+    values: dict[str, list[object]] = {}
+    for topic, payload, _session in _messages(store, pipeline.state):
+        if topic.endswith("/telemetry"):
+            for s in decode_telemetry(payload).samples:
+                for k, v in s.values.items():
+                    values.setdefault(k, []).append(v)
+        else:
+            for ev in decode_event(payload).events:
+                values.setdefault(ev.signal, []).append(ev.value)  # type: ignore[union-attr]
+    assert values["position_x"] == [pytest.approx(38.1)]  # INCH -> mm
+    assert values["spindle_temperature"] == [pytest.approx(100.0)]  # FAHRENHEIT -> °C
+    assert values["spindle_speed"] == [100.0]  # a Spindle component (MTConnect 1.0/1.1)
+    assert values["cutting_time"] == [120.0]  # MINUTE -> s
+    assert values["part_count"] == [17, 0]  # a reset: the value, then what reset it
+    assert values["x_mtc_or_x"] == [10.0] and values["x_mtc_or_z"] == [30.0]
+    assert values["x_mtc_vars"] == [":MANUAL a=1 b={c=2}"]
+    assert values["x_mtc_al"] == ["OTHER E12 CRITICAL ACTIVE Guard door open"]
+    assert pipeline.stats.invalid_values == 0

@@ -3,11 +3,19 @@ parser, the Devices.xml mapping and the pipeline. Expected values are read off t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.sources.devices import DeviceModel, load_devices
+import orjson
+import pytest
+
+from gateway.buffer import DiskQueue
+from gateway.config import PipelineConfig
+from gateway.pipeline import ASSET_REMOVED_SIGNAL, TOOL_SIGNAL, MachinePipeline, MachineState
+from gateway.sources.devices import DeviceModel, TargetKind, load_devices
 from gateway.sources.shdr import AssetChange, Observation, Record, ShdrParser
+from protocol import Condition, ConditionEvent, decode_event, decode_telemetry
 from tests.gateway.helpers import DATA
 
 REAL = DATA / "real"
@@ -77,3 +85,126 @@ def test_mazak_capture_parses_every_line() -> None:
     servo = observations[4]
     assert servo.item.name == "servo_cond" and servo.fields == ("Normal", "", "", "", "")
     assert observations[27].item.name == "subprogram" and observations[27].fields == ("",)
+
+
+@dataclass
+class Published:
+    """What the pipeline wrote for a capture, by signal."""
+
+    values: dict[str, list[object]] = field(default_factory=dict)
+    stamps: dict[str, list[datetime]] = field(default_factory=dict)
+    conditions: list[Condition] = field(default_factory=list)
+    sessions: list[str] = field(default_factory=list)
+
+
+def _publish(tmp_path: Path, devices: str, capture: str) -> tuple[Published, MachinePipeline]:
+    (device,) = load_devices(REAL / devices)
+    parser = ShdrParser([device])
+    store = DiskQueue(tmp_path / "q.sqlite")
+    pipeline = MachinePipeline(MachineState("s1", "m1"), store, PipelineConfig())
+    for raw in (REAL / capture).read_bytes().splitlines(keepends=True):
+        pipeline.process(parser.feed(raw.decode("utf-8"), NOW))
+    pipeline.flush()
+    out = Published()
+    rows = store.pending(pipeline.state.key, after=0, limit=10_000, session="", live=False)
+    for row in rows:
+        out.sessions.append(row.session)
+        if row.topic.endswith("/telemetry"):
+            for sample in decode_telemetry(row.payload).samples:
+                for name, value in sample.values.items():
+                    out.values.setdefault(name, []).append(value)
+                    out.stamps.setdefault(name, []).append(sample.ts)
+            continue
+        for ev in decode_event(row.payload).events:
+            if isinstance(ev, ConditionEvent):
+                out.conditions.append(ev.condition)
+            else:
+                out.values.setdefault(ev.signal, []).append(ev.value)
+                out.stamps.setdefault(ev.signal, []).append(ev.ts)
+    out.sessions = list(dict.fromkeys(out.sessions))
+    return out, pipeline
+
+
+def test_okuma_capture_through_the_pipeline(tmp_path: Path) -> None:
+    out, pipeline = _publish(tmp_path, "okuma-Devices.xml", "okuma.shdr")
+    v = out.values
+    # machine coordinates (X1actm), not work coordinates (X1actw): both are POSITION ACTUAL
+    assert v["position_x"] == [5742.856, 5705.566]
+    assert v["x_mtc_lx1actw"] == [1039.897, 1002.607]
+    assert v["position_z"] == [4850.0, 4820.76, 4450.7038, 4450.0241]  # Z1, not the W axis Z4
+    assert v["x_mtc_lz4actm"] == [5577.068]
+    assert v["position_c"] == [326.3]  # C3actm: the C axis (INDEX), not a spindle
+    # the main spindle S1 (Rotary C1); S2 and S6 keep their own names
+    assert v["spindle_speed"] == [0.0, 4.0]
+    assert v["x_mtc_ls6speed"] == [0.0, 68.0, 169.0]
+    assert v["spindle_override"] == [100.0]
+    assert v["feedrate"] == [0.0, 7998.75, 63.7292, 63.6771]  # nativeUnits MILLIMETER/MINUTE
+    assert v["cutting_time"] == [1232.0, 1233.0]
+    assert v["program"] == ["IMTS-2022-2-HOB.MIN"]
+    assert v["execution"] == ["READY", "ACTIVE"]
+    assert v["functional_mode"] == ["PROCESS_DEVELOPMENT", "PRODUCTION"]
+    assert v["controller_mode"] == ["AUTOMATIC"]
+    assert v["tool_number"] == [2206, None, 8003]  # "p1CurrentTool||": no tool
+    assert v["program_line"] == [None]  # p1linenumber UNAVAILABLE (LINE_NUMBER ABSOLUTE)
+    assert v["x_mtc_lp1blocknumber"] == ["379", "5"]
+    assert v["block"] == ["", "MT=VMTTR+VMTTL*100", "G138", "NN8C G21 HP=5 TC=1", "M06", "M110"]
+    assert v["x_mtc_lp1lpathpos_x"] == [1039.897, 1002.607, -119.9999]
+    assert v["x_mtc_lp1lpathpos_z"] == [269.0133, 24.6347]
+    assert len(out.conditions) == 10 and {c.level for c in out.conditions} == {"NORMAL"}
+    assert out.conditions[0].component == "controller"
+    # Tool assets come stamped with their own last change (13:43, 10:33, 13:51:06): they start
+    # no session and are placed at the stream's time.
+    assert len(out.sessions) == 1 and pipeline.stats.sessions_from_time_jumps == 0
+    tools = [orjson.loads(str(t)) for t in v[TOOL_SIGNAL]]
+    assert [t["asset"] for t in tools] == ["123456.2201", "123456.20", "123456.8003"]
+    assert tools[1]["status"] == ["EXPIRED"]
+    assert tools[1]["life"][0] == {"type": "PART_COUNT", "value": 3.0, "dir": "UP", "limit": 0.0}
+    assert tools[2]["ptn"] == "8003" and tools[2]["life"][1]["value"] == 60.0
+    first_line = datetime(2022, 8, 8, 13, 51, 34, 716714, tzinfo=UTC)
+    assert out.stamps[TOOL_SIGNAL][0] == first_line
+    assert v[ASSET_REMOVED_SIGNAL] == ["123456.8003", "123456.2206"]
+
+
+def test_mazak_capture_through_the_pipeline(tmp_path: Path) -> None:
+    out, pipeline = _publish(tmp_path, "mazak01-Devices.xml", "mazak01.shdr")
+    v = out.values
+    # two Rotary "C" spindles: Srpm (the first) is spindle_speed, S2rpm keeps its own name
+    assert v["spindle_speed"] == [2852.0]
+    assert v["x_mtc_mazak01_c2_2"] == [0.0]
+    assert v["spindle_load"] == [0.0] and v["load_c"] == [0.0]  # Sload and Cload, one Rotary
+    assert v["spindle_temperature"] == [47.0] and v["x_mtc_mazak01_c2_3"] == [37.0]
+    assert v["position_c"] == [270.0] and v["position_b"] == [90.0]
+    assert v["feedrate"] == [pytest.approx(67.29623 * 304.8)]  # nativeUnits FOOT/MINUTE
+    assert v["position_x"] == [-2.32664] and v["position_z"] == [-2.6162]
+    assert v["feed_override"] == [100.0] and v["rapid_override"] == [25.0]
+    assert v["spindle_override"] == [100.0]
+    assert v["availability"] == [None]
+    assert v["emergency_stop"] == ["ARMED"] and v["controller_mode"] == ["AUTOMATIC"]
+    assert v["program"] == ["1006"] and v["program_line"] == [1] and v["tool_number"] == [16]
+    assert v["part_count"] == [0] and v["execution"] == ["ACTIVE"]
+    assert v["x_mtc_mazak01_path_2"] == [""]  # subprogram|
+    assert len(out.conditions) == 21 and {c.level for c in out.conditions} == {"NORMAL"}
+    components = [c.component for c in out.conditions]
+    assert components[-6:-2] == [
+        "spindle.load",
+        "spindle.temperature",
+        "spindle_2.load",
+        "spindle_2.temperature",
+    ]
+    assert pipeline.stats.invalid_values == 0 and len(out.sessions) == 1
+
+
+def test_fanuc_and_haas_device_files() -> None:
+    (fanuc,) = load_devices(REAL / "fanuc-Devices.xml")
+    target = {i.id: i.target for i in fanuc.items}
+    assert target["path_feedrate"].signal == "feedrate"
+    assert target["path_feedrate"].scale == 60.0  # MILLIMETER/SECOND -> mm/min
+    assert target["Fovr"].signal == "feed_override"  # a PATH_FEEDRATE in PERCENT (1.1)
+    assert target["c3"].signal == "spindle_override"  # SPINDLE_SPEED OVERRIDE in PERCENT
+    assert target["c4"].signal == "spindle_load"  # LOAD subType ACTUAL
+    assert target["c2"].signal == "spindle_speed"
+    assert target["a2"].signal == "position_a"
+    assert target["path_pos"].kind is TargetKind.PATH_POSITION
+    (haas,) = load_devices(REAL / "haas-Devices.xml")
+    assert haas.lookup("spindle_speed") is haas.lookup("Sspeed") is haas.lookup("s1")
+    assert {i.id: i.target.signal for i in haas.items}["PartCount"] == "part_count"
