@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import re
+import zlib
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -215,7 +216,7 @@ class SparkplugHost:
         ts = ms_to_utc(payload.timestamp) if payload.timestamp is not None else received
         if mtype is MessageType.NBIRTH:
             bdseq = self._sessions.bdseq(topic.group, topic.edge_node)
-            session = f"spb-{bdseq}-{payload.timestamp or 0}"
+            session = f"spb-{bdseq}-{_birth_stamp(payload, raw.payload)}"
             node = _Node(session, payload.seq or 0)
             self._nodes[key] = node
             acc = self._accepted(site, machine, node_id, session, 0, ts, "nbirth", received)
@@ -357,6 +358,20 @@ class SparkplugHost:
                 "Sparkplug %s/%s: metric %r not stored (%s%s)", acc.site, acc.machine,
                 m.name[:200], reason, f": {m.problem}" if m.problem else "",
             )  # fmt: skip
+
+
+def _birth_stamp(payload: Payload, data: bytes) -> str:
+    """What tells one NBIRTH of a bdSeq from the next (a rebirth keeps the bdSeq): its
+    timestamp. Without one (the spec requires it, not every node sends it) the newest metric
+    timestamp, else a hash of the bytes: never a constant, which would make a rebirth's
+    messages collide with the previous birth's in the ledger and be dropped as copies. The
+    same in every worker (no receive time)."""
+    if payload.timestamp is not None:
+        return str(payload.timestamp)
+    stamps = [m.timestamp for m in payload.metrics if m.timestamp is not None]
+    if stamps:
+        return str(max(stamps))
+    return f"h{zlib.crc32(data):08x}"
 
 
 def _number(value: Any) -> bool:

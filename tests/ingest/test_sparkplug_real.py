@@ -378,3 +378,25 @@ def test_unknown_datatype_in_the_birth_does_not_loop_rebirths() -> None:
     out = dec.decode([_raw("spBv1.0/plant/NBIRTH/gw", nb), _raw("spBv1.0/plant/NDATA/gw", nd, 1)])
     assert out.dead == [] and out.rebirths == []
     assert dec.sparkplug.skipped == {"bad_value": 2}
+
+
+def test_rebirths_without_a_payload_timestamp_are_new_sessions() -> None:
+    """A rebirth keeps its bdSeq; the NBIRTH timestamp tells the sessions apart in the ledger.
+    A node that leaves it out (the spec requires it) must not reuse one session key, or the
+    rebirth's messages would be dropped as copies of the previous birth's."""
+    now = int(time.time() * 1000)
+    births = []
+    for k in range(2):
+        with_stamps = PayloadPb(seq=0)
+        _add(with_stamps, "bdSeq", DataType.INT64, 3, timestamp=now + k)
+        _add(with_stamps, "Spindle/Speed", DataType.DOUBLE, float(k), alias=1, timestamp=now + k)
+        births.append(with_stamps)
+    for k in range(2):
+        bare = PayloadPb(seq=0)
+        _add(bare, "bdSeq", DataType.INT64, 3)
+        _add(bare, "Spindle/Speed", DataType.DOUBLE, float(k), alias=1)
+        births.append(bare)
+    out = _decoder().decode([_raw("spBv1.0/plant/NBIRTH/gw", b, i) for i, b in enumerate(births)])
+    sessions = [a.session for a in out.accepted]
+    assert sessions[:2] == [f"spb-3-{now}", f"spb-3-{now + 1}"]
+    assert sessions[2].startswith("spb-3-h") and len(set(sessions)) == 4
