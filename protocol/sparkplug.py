@@ -22,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "BDSEQ_METRIC",
+    "COMPRESSED_UUID",
     "REBIRTH_METRIC",
     "UNDECLARED",
     "DataSet",
@@ -51,6 +52,7 @@ __all__ = [
 
 import math
 import struct
+import zlib
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -674,8 +676,56 @@ def _metric(pb: Any) -> Metric:
 _METADATA_FIELDS = MetaData.__dataclass_fields__.keys()
 
 
+#: ``Payload.uuid`` of a compressed payload (Eclipse Tahu's Java ``PayloadUtil`` and JavaScript
+#: ``sparkplug-client``): ``body`` is the real payload, DEFLATE (zlib) or GZIP as the String metric
+#: ``algorithm`` says (DEFLATE when it is absent).
+COMPRESSED_UUID = "SPBV1.0_COMPRESSED"
+#: Decompressed payloads larger than this are refused (a small body can inflate without end).
+MAX_DECOMPRESSED_BYTES = 2 * 1024 * 1024
+
+
+def _parse(data: bytes) -> Any:
+    pb: Any = PayloadPb()
+    try:
+        pb.ParseFromString(bytes(data))
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise SparkplugPayloadError(f"not a Sparkplug B payload: {exc}") from None
+    return pb
+
+
+def _decompress(pb: Any) -> Any:
+    algorithm = "DEFLATE"
+    for m in pb.metrics:
+        if m.name == "algorithm" and m.WhichOneof("value") == "string_value":
+            algorithm = str(_text(m.string_value)).upper()
+    if algorithm not in ("DEFLATE", "GZIP"):
+        raise SparkplugPayloadError(f"compressed payload: unknown algorithm {algorithm!r}")
+    # DEFLATE is zlib-wrapped (Java's Deflater, pako.deflate); accept raw deflate and gzip too.
+    attempts = (47, -15) if algorithm == "DEFLATE" else (31,)
+    for wbits in attempts:
+        d = zlib.decompressobj(wbits)
+        try:
+            inner = d.decompress(pb.body, MAX_DECOMPRESSED_BYTES)
+        except zlib.error:
+            continue
+        if d.unconsumed_tail:
+            raise SparkplugPayloadError(
+                f"compressed payload inflates beyond {MAX_DECOMPRESSED_BYTES} bytes"
+            )
+        if not d.eof:
+            continue  # truncated, or not this format
+        found = _parse(inner)
+        if not found.HasField("seq") and pb.HasField("seq"):
+            found.seq = pb.seq
+        if not found.HasField("timestamp") and pb.HasField("timestamp"):
+            found.timestamp = pb.timestamp
+        return found
+    raise SparkplugPayloadError(f"compressed payload: body is not complete {algorithm} data")
+
+
 def decode_payload(data: bytes, *, strict: bool = False) -> Payload:
-    """Decode a Sparkplug B protobuf payload.
+    """Decode a Sparkplug B protobuf payload (a compressed one, ``uuid`` =
+    ``SPBV1.0_COMPRESSED``, is inflated first).
 
     Raises :class:`~protocol.errors.SparkplugPayloadError` for bytes that are not a valid
     Payload. A metric whose value cannot be read (an unknown datatype code, a malformed DataSet
@@ -683,11 +733,9 @@ def decode_payload(data: bytes, *, strict: bool = False) -> Payload:
     ``None`` and :attr:`Metric.problem` says why (with ``strict``, it raises instead).
     Malformed properties are dropped or kept raw, never an error.
     """
-    pb: Any = PayloadPb()
-    try:
-        pb.ParseFromString(bytes(data))
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise SparkplugPayloadError(f"not a Sparkplug B payload: {exc}") from None
+    pb = _parse(data)
+    if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID and pb.HasField("body"):
+        pb = _decompress(pb)
     metrics = []
     for i, m in enumerate(pb.metrics):
         try:

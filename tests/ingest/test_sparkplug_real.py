@@ -400,3 +400,30 @@ def test_rebirths_without_a_payload_timestamp_are_new_sessions() -> None:
     sessions = [a.session for a in out.accepted]
     assert sessions[:2] == [f"spb-3-{now}", f"spb-3-{now + 1}"]
     assert sessions[2].startswith("spb-3-h") and len(set(sessions)) == 4
+
+
+def test_a_compressed_session_is_stored() -> None:
+    """Tahu's Java PayloadUtil.compress / JavaScript sparkplug-client: uuid SPBV1.0_COMPRESSED,
+    the payload DEFLATE-compressed in body, the algorithm as the String metric 'algorithm'."""
+    import zlib
+
+    now = int(time.time() * 1000)
+    nb = PayloadPb(timestamp=now, seq=0)
+    _add(nb, "bdSeq", DataType.INT64, 0, timestamp=now)
+    _add(nb, "Spindle/Speed", DataType.DOUBLE, 0.0, alias=1, timestamp=now)
+    nd = PayloadPb(timestamp=now + 1, seq=1)
+    _add(nd, None, DataType.DOUBLE, 2400.0, alias=1, timestamp=now + 1)
+
+    def compressed(pb: Any) -> Any:
+        outer = PayloadPb(uuid="SPBV1.0_COMPRESSED", body=zlib.compress(pb.SerializeToString()))
+        outer.metrics.add(name="algorithm", datatype=12).string_value = "DEFLATE"
+        return outer
+
+    out = _decoder().decode(
+        [
+            _raw("spBv1.0/plant/NBIRTH/gw", compressed(nb)),
+            _raw("spBv1.0/plant/NDATA/gw", compressed(nd), 1),
+        ]
+    )
+    assert out.dead == [] and [a.seq for a in out.accepted] == [0, 1]
+    assert [r[1 + WIDE_INDEX["spindle_speed"]] for r in out.accepted[1].wide] == [2400.0]

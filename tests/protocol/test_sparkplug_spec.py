@@ -308,3 +308,51 @@ def test_state_of_sparkplug_3_and_2_2_hosts() -> None:
     assert (old.message_type, old.host_id) == (MessageType.STATE, "Ignition SCADA")
     assert parse_state_payload(b"ONLINE") == HostState(True)
     assert parse_state_payload(b"OFFLINE") == HostState(False)
+
+
+# --- compressed payloads (Tahu's Java PayloadUtil and JavaScript sparkplug-client) -------------
+
+
+def _inner() -> bytes:
+    pb = PayloadPb(timestamp=1486144502122, seq=7)
+    m = pb.metrics.add(alias=1, timestamp=1486144502122)
+    m.double_value = 12.5
+    return pb.SerializeToString()
+
+
+@pytest.mark.parametrize("algorithm", [None, "DEFLATE", "GZIP", "deflate", "raw"])
+def test_compressed_payloads_are_inflated(algorithm: str | None) -> None:
+    import gzip
+    import zlib
+
+    raw = _inner()
+    if algorithm is None or algorithm.upper() == "DEFLATE":
+        body = zlib.compress(raw)  # java.util.zip.Deflater / pako.deflate: zlib-wrapped
+    elif algorithm == "GZIP":
+        body = gzip.compress(raw)
+    else:
+        c = zlib.compressobj(wbits=-15)  # raw deflate, no zlib header
+        body = c.compress(raw) + c.flush()
+    outer = PayloadPb(uuid="SPBV1.0_COMPRESSED", body=body)
+    if algorithm not in (None, "raw"):
+        outer.metrics.add(name="algorithm", datatype=int(DataType.STRING)).string_value = algorithm
+    p = decode_payload(outer.SerializeToString())
+    assert (p.seq, p.timestamp) == (7, 1486144502122)
+    assert [(m.alias, m.value) for m in p.metrics] == [(1, 12.5)]
+
+
+def test_bad_compressed_payloads_are_payload_errors() -> None:
+    import zlib
+
+    from protocol.errors import SparkplugPayloadError
+
+    cases = [
+        (PayloadPb(uuid="SPBV1.0_COMPRESSED", body=b"not deflate"), "not complete DEFLATE"),
+        (PayloadPb(uuid="SPBV1.0_COMPRESSED", body=zlib.compress(b"\x00" * 20_000_000)), "beyond"),
+    ]
+    lzma = PayloadPb(uuid="SPBV1.0_COMPRESSED", body=b"x")
+    lzma.metrics.add(name="algorithm").string_value = "LZMA"
+    cases.append((lzma, "unknown algorithm 'LZMA'"))
+    for pb, fragment in cases:
+        with pytest.raises(SparkplugPayloadError, match=fragment):
+            decode_payload(pb.SerializeToString())
