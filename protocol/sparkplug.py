@@ -1106,7 +1106,8 @@ class Verdict:
     got: int | None = None
     reason: str = ""
     #: Metrics of a DATA message whose alias (or name) the birth did not declare. The message is
-    #: still usable (its other metrics are named), but the host should ask for a rebirth.
+    #: still usable (its other metrics are named; a metric sent by a new name is usable too),
+    #: but the host should ask for a rebirth.
     unresolved: int = 0
 
     @property
@@ -1277,10 +1278,18 @@ class SparkplugSessions:
         if device is not None and device not in node.devices:
             return Verdict(VerdictKind.NEEDS_REBIRTH, reason=f"DDATA before DBIRTH of {device!r}")
         table = node.aliases if device is None else node.devices[device]
-        unknown = [m.alias for m in payload.metrics if table.lookup(m) is None]
+        # A metric the birth did not declare: an unknown alias (its value cannot be named), or
+        # a name the birth did not have (usable, its datatype travels with it). Either way the
+        # spec's host asks for a rebirth.
+        unknown = [
+            f"alias {m.alias}" if m.name is None else repr(m.name)
+            for m in payload.metrics
+            if (m.name is None and table.lookup(m) is None)
+            or (m.name is not None and m.name not in table.by_name)
+        ]
         if unknown:
-            what = ", ".join(str(a) for a in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-            reason = f"metric alias {what} {UNDECLARED}"
+            what = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            reason = f"metric {what} {UNDECLARED}"
             if verdict.reason:
                 reason = f"{verdict.reason}; {reason}"
             return replace(verdict, reason=reason, unresolved=len(unknown))

@@ -427,3 +427,25 @@ def test_a_compressed_session_is_stored() -> None:
     )
     assert out.dead == [] and [a.seq for a in out.accepted] == [0, 1]
     assert [r[1 + WIDE_INDEX["spindle_speed"]] for r in out.accepted[1].wide] == [2400.0]
+
+
+def test_a_metric_name_the_birth_did_not_declare_is_stored_and_asks_for_a_rebirth() -> None:
+    """Sparkplug 2.x nodes send names in DATA; a name the birth did not have is usable (its
+    datatype travels with it), but the spec's host asks for a rebirth (NCMD section)."""
+    now = int(time.time() * 1000)
+    nb = PayloadPb(timestamp=now, seq=0)
+    _add(nb, "bdSeq", DataType.INT64, 0, timestamp=now)
+    _add(nb, "Spindle/Speed", DataType.DOUBLE, 0.0, timestamp=now)
+    nd = PayloadPb(timestamp=now, seq=1)
+    _add(nd, "Spindle/Speed", DataType.DOUBLE, 10.0, timestamp=now)
+    nd2 = PayloadPb(timestamp=now, seq=2)
+    _add(nd2, "Coolant/Level", DataType.INT16, 2**32 - 3, timestamp=now)
+    out = _decoder().decode(
+        [
+            _raw("spBv1.0/plant/NBIRTH/gw", nb),
+            _raw("spBv1.0/plant/NDATA/gw", nd, 1),
+            _raw("spBv1.0/plant/NDATA/gw", nd2, 2),
+        ]
+    )
+    assert out.dead == [] and out.rebirths == [("plant", "gw")]
+    assert _extra(out.accepted[2]) == {"Coolant/Level": -3.0}
