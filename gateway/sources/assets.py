@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = ["MAX_ASSET_CHARS", "AssetStore", "ToolLife", "ToolLifeRecord", "parse_cutting_tool"]
 
+import re
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -83,9 +84,14 @@ class ToolLifeRecord:
         return out
 
 
+_XML_DECLARATION = re.compile(r"\A\ufeff?\s*<\?xml[^>]*\?>")
+
+
 def _parse(xml: str) -> ET.Element:
     if len(xml) > MAX_ASSET_CHARS:
         raise ValueError(f"asset document is {len(xml)} characters (at most {MAX_ASSET_CHARS})")
+    # ``<?xml ... encoding="utf-8"?>`` heads some adapters' assets; expat refuses it in a str
+    xml = _XML_DECLARATION.sub("", xml, count=1)
     try:
         return ET.fromstring(xml)  # noqa: S314  (expat: no external entities, bounded expansion)
     except ET.ParseError as exc:

@@ -107,7 +107,7 @@ class ParserStats:
 
 
 _TS_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?"
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,12}))?)?"
     r"\s*(Z|[+-]\d{2}:?\d{2})?",
     re.IGNORECASE,
 )
@@ -130,21 +130,22 @@ def parse_shdr_timestamp(text: str) -> datetime:
         digits = zone[1:].replace(":", "")
         tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
     value = datetime(
-        int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
+        int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micro, tzinfo=tz
     )
     return value if tz is UTC else value.astimezone(UTC)
 
 
 def split_fields(line: str) -> list[str]:
-    """Split an SHDR line on ``|`` the way the MTConnect reference agent does.
+    """Split an SHDR line on ``|``.
 
     A field that starts (after blanks) with ``"`` and whose closing ``"`` is followed by ``|`` or
-    the end of the line is quoted: inside it ``\\x`` stands for ``x`` (so ``\\|`` is a pipe).
-    Anything else is read as it stands, backslashes included (``C:\\NC\\O1234``,
-    ``\\\\server\\share``): an unquoted ``a\\|b`` is two fields, as the agent reads it, and
-    a quote that does not close a field (``"5" bolt``, ``"open``) is kept as text.
+    the end of the line is quoted: inside it ``\\x`` stands for ``x``, as the MTConnect reference
+    agent reads it. Outside quotes ``\\|`` is a pipe inside the value (what MTConnect.NET
+    adapters send: they escape pipes without quoting) and every other backslash is text
+    (``C:\\NC\\O1234``, ``\\\\server\\share``). A quote that does not close a field
+    (``"5" bolt``, ``"open``) is text too.
     """
-    if '"' not in line:
+    if '"' not in line and "\\|" not in line:
         return line.split("|")
     out: list[str] = []
     i, n = 0, len(line)
@@ -162,10 +163,12 @@ def split_fields(line: str) -> list[str]:
                 i = after + 1
                 continue
         end = line.find("|", i)
+        while end > 0 and line[end - 1] == "\\":  # an escaped pipe: part of the value
+            end = line.find("|", end + 1)
         if end < 0:
-            out.append(line[i:])
+            out.append(line[i:].replace("\\|", "|"))
             return out
-        out.append(line[i:end])
+        out.append(line[i:end].replace("\\|", "|"))
         i = end + 1
 
 
@@ -210,6 +213,9 @@ class _Multiline:
     size: int = 0
 
 
+# Device model commands of MTConnect.NET adapters (``@DEVICE@|uuid|--multiline--ID`` ...).
+_DEVICE_COMMANDS = frozenset({"@DEVICE@", "@REMOVE_DEVICE@", "@REMOVE_ALL_DEVICE@"})
+
 # Condition levels: an undeclared key followed by one of these is an undeclared condition.
 _LEVEL_WORDS = frozenset({"NORMAL", "WARNING", "FAULT", "UNAVAILABLE"})
 
@@ -238,6 +244,7 @@ class ShdrParser:
         self._last_ts_text = ""
         self._last_ts = datetime.min.replace(tzinfo=UTC)
         self._relative: tuple[datetime, float] | None = None  # (arrival, offset ms) of the first
+        self._device_model_logged = False
 
     # -- public -----------------------------------------------------------------------------
 
@@ -370,12 +377,17 @@ class ShdrParser:
             if self.stats.stray <= 5:
                 log.info("shdr %s: non-protocol line ignored: %.120r", self.label, line)
             return []
+        head = tokens[0].strip()
+        if len(head) > 2 and head[0] == "@" and head[-1] == "@":
+            tokens = ["", *tokens]  # ``@ASSET@|...`` with no timestamp field (MTConnect.NET)
         last = tokens[-1].strip()
         if last.startswith(_MULTILINE) and len(last) > len(_MULTILINE):
             # the value follows on the next lines, up to a line that repeats the marker
             self._multiline = _Multiline(last, tokens[:-1], arrival, line)
             return []
         ts_text = tokens[0].strip()
+        if ts_text.startswith("@") and _DURATION_RE.fullmatch(ts_text):
+            ts_text = ""  # ``@<duration>`` alone: no timestamp (MTConnect.NET adapters)
         on_arrival = ts_text == ""
         if on_arrival:
             ts = arrival
@@ -428,6 +440,17 @@ class ShdrParser:
 
     def _asset(self, tokens: list[str], ts: datetime, arrival: datetime, line: str) -> list[Record]:
         command = tokens[1].strip().upper()
+        if command in _DEVICE_COMMANDS:
+            self.stats.commands += 1
+            if not self._device_model_logged:
+                self._device_model_logged = True
+                log.info(
+                    "shdr %s: the adapter sends its device model (%s); ignored: the gateway maps "
+                    "keys with its own Devices.xml (logged once)",
+                    self.label,
+                    command,
+                )
+            return []
         asset_arg = tokens[2].strip() if len(tokens) > 2 else ""
         if command == "@REMOVE_ALL_ASSETS@":  # the type is optional: none removes every asset
             device, asset_type = self._asset_device(asset_arg)

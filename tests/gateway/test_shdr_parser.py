@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gateway.sources.assets import AssetStore
 from gateway.sources.devices import load_devices
 from gateway.sources.shdr import (
     AssetChange,
@@ -39,6 +40,7 @@ def obs(records: list[object]) -> list[Observation]:
         ("2024-05-01T10:00:00.123456", 123456),
         ("2024-05-01T10:00:00.1234567Z", 123456),
         ("2024-05-01T10:00:00Z", 0),
+        ("2024-05-01t10:00:00.5z", 500000),
     ],
 )
 def test_timestamps_with_3_to_7_digits(text: str, micro: int) -> None:
@@ -54,21 +56,28 @@ def test_split_fields_honours_quotes_and_escaped_pipes() -> None:
     assert split_fields("ts|a|1|b|2") == ["ts", "a", "1", "b", "2"]
     assert split_fields('ts|block|"G01 X1 \\| Y2"|x|1') == ["ts", "block", "G01 X1 | Y2", "x", "1"]
     assert split_fields('ts|v|"unterminated|x|1') == ["ts", "v", '"unterminated', "x", "1"]
+    assert split_fields("ts|v|a\\|b") == ["ts", "v", "a|b"]
 
 
 @pytest.mark.parametrize(
     ("line", "fields"),
     [
-        # cases of mtconnect/cppagent test_package/shdr_tokenizer_test.cpp (Apache-2.0): the
-        # reference agent unescapes only inside a quoted field
+        # cases of mtconnect/cppagent test_package/shdr_tokenizer_test.cpp (Apache-2.0): inside
+        # a quoted field a backslash escapes the next character
         ('"a\\|b\\|c"|z', ["a|b|c", "z"]),
         ('y|"\\|b\\|c"|z', ["y", "|b|c", "z"]),
         ('y|"a\\|b\\|"|z', ["y", "a|b|", "z"]),
-        ('y|a\\|b"|z', ["y", "a\\", 'b"', "z"]),  # no opening quote: backslash kept, two fields
-        ('y|"a\\|b|z', ["y", '"a\\', "b", "z"]),  # no closing quote
-        ('y|"a\\|"z', ["y", '"a\\', '"z']),  # the quote does not end the field
         ("x|y||z", ["x", "y", "", "z"]),
-        # Windows paths in program names stay as they are
+        # MTConnect.NET adapters (ShdrDataItem.ToString) escape a pipe without quoting the value;
+        # the reference agent's own cases would cut these in two, we keep the value whole
+        (
+            "ts|msg|M1|Door open \\| cycle held|Xact|1",
+            ["ts", "msg", "M1", "Door open | cycle held", "Xact", "1"],
+        ),
+        ('y|a\\|b"|z', ["y", 'a|b"', "z"]),  # no opening quote
+        ('y|"a\\|b|z', ["y", '"a|b', "z"]),  # no closing quote
+        ('y|"a\\|"z', ["y", '"a|"z']),  # the quote does not end the field
+        # Windows paths in program names keep their backslashes
         ("ts|program|C:\\NC\\O1234.NC|line|5", ["ts", "program", "C:\\NC\\O1234.NC", "line", "5"]),
         ("ts|program|\\\\cell1\\nc\\P1", ["ts", "program", "\\\\cell1\\nc\\P1"]),
     ],
@@ -260,3 +269,34 @@ def test_several_active_conditions_and_normal_with_and_without_code(parser: Shdr
         ("NORMAL", "", "", "", ""),
         ("UNAVAILABLE", "", "", "", ""),
     ]
+
+
+def test_duration_without_timestamp_and_timestamp_without_seconds(parser: ShdrParser) -> None:
+    # MTConnect.NET adapters write ``@<duration>|key|value`` when they have no timestamp
+    (a,) = obs(parser.feed("@100.5|Xact|1", NOW))
+    assert a.ts == NOW and a.stamped_on_arrival
+    (b,) = obs(parser.feed("2024-05-01T10:00Z|Xact|2", NOW))  # MTConnect.NET accepts these too
+    assert b.ts == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+
+def test_lines_of_mtconnect_net_adapters(parser: ShdrParser) -> None:
+    # shapes written by TrakHound MTConnect.NET (ShdrAsset, ShdrDevice): asset lines with no
+    # timestamp field, indented multiline XML that starts with a declaration, a device model
+    assert parser.feed("@ASSET@|T5|CuttingTool|--multiline--AbCdEfGhIj\r\n", NOW) == []
+    for line in [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<CuttingTool assetId="T5" toolId="5">',
+        '  <CuttingToolLifeCycle><ToolLife type="MINUTES">3</ToolLife></CuttingToolLifeCycle>',
+        "</CuttingTool>",
+    ]:
+        assert parser.feed(line + "\r\n", NOW) == []
+    (asset,) = parser.feed("--multiline--AbCdEfGhIj\r\n", NOW)
+    assert isinstance(asset, AssetChange) and asset.asset_id == "T5" and asset.ts == NOW
+    assert asset.body.splitlines()[1] == '<CuttingTool assetId="T5" toolId="5">'
+    record = AssetStore().add(asset.asset_id, asset.asset_type or "", asset.body)
+    assert record is not None and record.life[0].value == 3.0  # the declaration is no error
+    assert parser.feed("@DEVICE@|vmc-001|--multiline--ZYXWVUTSRQ", NOW) == []
+    assert parser.feed("<Device id='d1' name='VMC1' uuid='vmc-001'/>", NOW) == []
+    assert parser.feed("--multiline--ZYXWVUTSRQ", NOW) == []
+    (o,) = obs(parser.feed("2024-05-01T10:00:00.1234567Z|Xact|3", NOW))
+    assert o.fields == ("3",) and parser.stats.malformed == 0
