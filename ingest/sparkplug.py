@@ -303,7 +303,7 @@ class SparkplugHost:
         """Store the usable metrics of an accepted message; skip (and count in ``skipped``) the
         others, so one unusual metric never costs the message its other values."""
         rows: dict[datetime, list[Any]] = {}
-        n = 0
+        n = historical = 0
         now_ms = int(received.timestamp() * 1000)
         for m in self._sessions.resolve(topic, payload):
             if m.name == BDSEQ_METRIC or m.name.startswith(("Node Control/", "Device Control/")):
@@ -314,6 +314,7 @@ class SparkplugHost:
                 continue
             mts = ms_to_utc(m.timestamp) if m.timestamp is not None else ts
             n += 1
+            historical += m.is_historical
             signal = self._signal(m.name)
             i = WIDE_INDEX.get(signal)
             if i is not None and (value is None or _number(value)):
@@ -330,8 +331,13 @@ class SparkplugHost:
             else:
                 acc.extra.append(extra_row(mts, m.name if signal not in CATALOGUE else signal,
                                            value))  # fmt: skip
-        acc.wide.extend((t, *row) for t, row in rows.items())
+        # Oldest first, so the last row is the newest sample (history can come before or after
+        # live values in one message).
+        items = sorted(rows.items()) if len(rows) > 1 else rows.items()
+        acc.wide.extend((t, *row) for t, row in items)
         acc.n_values = n
+        # A message of back-filled values only (is_historical: "not a real time/current value").
+        acc.historical = n > 0 and historical == n
 
     def _usable(self, m: ResolvedMetric, now_ms: int) -> tuple[str | None, Any]:
         """(why ``m`` is skipped or None, the value to store)."""

@@ -180,7 +180,7 @@ def test_host_refuses_out_of_range_timestamps_before_they_overflow() -> None:
     speed = 1 + WIDE_INDEX["spindle_speed"]
     for a in out.accepted[1:4]:  # the metric with the bad timestamp is skipped, not its sibling
         assert [(r[speed], r[load]) for r in a.wide] == [(None, 5.0)]
-    assert [(r[speed], r[load]) for r in out.accepted[4].wide] == [(1.0, None), (None, 5.0)]
+    assert [(r[speed], r[load]) for r in out.accepted[4].wide] == [(None, 5.0), (1.0, None)]
     # The refused message is a hole in the node's seq: recorded as a gap, rebirth requested.
     assert [(x.first_missing, x.last_missing) for x in out.gaps] == [(2, 2)]
     assert ("plant", GROUP_NODE) in out.rebirths

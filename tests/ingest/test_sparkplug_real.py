@@ -294,6 +294,7 @@ def test_unusual_metrics_are_skipped_the_rest_is_stored() -> None:
         "Ints": "[-30000,30000]",
     }
     assert [(e[1], e[2], e[-1]) for e in data.events] == [("execution", "ACTIVE", True)]
+    assert not data.historical  # live values too; a message of history only is historical
     assert dec.sparkplug.skipped == {
         "bad_value": 3,  # Future (birth type 40) in the birth and the data, Counts' 3 bytes
         "undeclared": 1,
@@ -322,9 +323,15 @@ def test_device_messages_share_the_node_seq_across_the_wrap() -> None:
             pb.metrics.add(alias=2, timestamp=now + seq).double_value = float(seq)
         kind = "DDATA/gw/cnc-1" if seq % 2 else "NDATA/gw"
         batch.append(_raw(f"spBv1.0/plant/{kind}", pb, seq))
+    ddeath = PayloadPb(timestamp=now + 260, seq=260 % 256)
+    batch.append(_raw("spBv1.0/plant/DDEATH/gw/cnc-1", ddeath, 260))
     out = _decoder().decode(batch)
     assert out.dead == [] and out.gaps == [] and out.rebirths == []
-    assert [a.seq for a in out.accepted] == list(range(260))
+    assert [a.seq for a in out.accepted] == list(range(261))
+    assert [(s.machine, s.online, s.reason) for s in out.accepted[-1].status] == [
+        ("cnc-1", False, "device death")
+    ]
+    out.accepted.pop()
     assert {a.key_machine for a in out.accepted} == {"gw"}
     dev = [a for a in out.accepted if a.machine == "cnc-1"]
     node = [a for a in out.accepted if a.machine == "gw"]
@@ -449,3 +456,28 @@ def test_a_metric_name_the_birth_did_not_declare_is_stored_and_asks_for_a_rebirt
     )
     assert out.dead == [] and out.rebirths == [("plant", "gw")]
     assert _extra(out.accepted[2]) == {"Coolant/Level": -3.0}
+
+
+def test_history_rows_come_oldest_first_and_a_history_only_message_is_historical() -> None:
+    now = int(time.time() * 1000)
+    nb = PayloadPb(timestamp=now, seq=0)
+    _add(nb, "bdSeq", DataType.INT64, 0, timestamp=now)
+    _add(nb, "Spindle/Speed", DataType.DOUBLE, 0.0, alias=1, timestamp=now)
+    live = PayloadPb(timestamp=now, seq=1)  # live value first, then the back-filled ones
+    _add(live, None, DataType.DOUBLE, 3.0, alias=1, timestamp=now)
+    for k in (2, 1):
+        _add(live, None, DataType.DOUBLE, float(k), alias=1, timestamp=now - k * 1000,
+             is_historical=True)  # fmt: skip
+    backfill = PayloadPb(timestamp=now, seq=2)
+    _add(backfill, None, DataType.DOUBLE, 9.0, alias=1, timestamp=now - 5000, is_historical=True)
+    out = _decoder().decode(
+        [
+            _raw("spBv1.0/plant/NBIRTH/gw", nb),
+            _raw("spBv1.0/plant/NDATA/gw", live, 1),
+            _raw("spBv1.0/plant/NDATA/gw", backfill, 2),
+        ]
+    )
+    speed = 1 + WIDE_INDEX["spindle_speed"]
+    mixed, history = out.accepted[1:]
+    assert [r[speed] for r in mixed.wide] == [2.0, 1.0, 3.0]  # by time: the last is the newest
+    assert (mixed.historical, history.historical) == (False, True)
