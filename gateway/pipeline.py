@@ -442,9 +442,13 @@ class MachinePipeline:
         if item.condition is not None:
             cond = ConditionEvent(ts=item.ts, signal="condition", condition=item.condition)
             key = (item.condition.component, item.condition.code)
-            if item.condition.level == "NORMAL" and not item.condition.code:
+            if item.condition.level == "UNAVAILABLE" or (
+                item.condition.level == "NORMAL" and not item.condition.code
+            ):  # all clear, or nothing known any more: no condition of the component is active
                 for k in [k for k in self._conditions if k[0] == item.condition.component]:
                     del self._conditions[k]
+                if item.condition.level == "UNAVAILABLE":
+                    self._conditions[key] = cond
             elif item.condition.level == "NORMAL":
                 self._conditions.pop(key, None)
             else:

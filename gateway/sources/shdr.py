@@ -252,6 +252,8 @@ class ShdrParser:
         """Parse one line (with or without its line ending); never raises on bad input."""
         self.stats.lines += 1
         line = line.rstrip("\r\n")
+        if line[:1] == "\ufeff":  # a byte order mark before the first line
+            line = line[1:]
         try:
             if self._multiline is not None:
                 return self._feed_multiline(line)
@@ -678,7 +680,7 @@ class ShdrConnection:
         pinger: asyncio.Task[None] | None = None
         feed, sink = self.parser.feed, self.sink
         for raw in lines:
-            records = feed(raw.decode("utf-8", errors="replace"), arrival)
+            records = feed(_decode(raw), arrival)
             if not records:
                 continue
             for r in records:
@@ -741,6 +743,15 @@ class ShdrConnection:
                 await self._send(writer, b"* PING\n")
             except (OSError, TimeoutError):
                 return
+
+
+def _decode(raw: bytes) -> str:
+    """A line as text: UTF-8, else Windows-1252 (adapters on Windows controllers send their
+    messages in the system code page: ``Kühlmittel`` arrives as b'K\\xfchlmittel')."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
 
 
 def _heartbeat(text: str) -> int | None:

@@ -404,3 +404,32 @@ def test_units_resets_three_space_and_data_sets(tmp_path: Path) -> None:
     assert values["x_mtc_vars"] == [":MANUAL a=1 b={c=2}"]
     assert values["x_mtc_al"] == ["OTHER E12 CRITICAL ACTIVE Guard door open"]
     assert pipeline.stats.invalid_values == 0
+
+
+def test_active_conditions_in_the_snapshot(tmp_path: Path) -> None:
+    pipeline, store, parser = _pipeline(tmp_path)
+
+    def active() -> list[tuple[str, str]]:
+        pipeline.flush()
+        before = len(_messages(store, pipeline.state))
+        pipeline.store_snapshot()
+        snapshot = _messages(store, pipeline.state)[before:]
+        return sorted(
+            (e.condition.level, e.condition.code)  # type: ignore[union-attr]
+            for _, payload, _ in snapshot
+            for e in decode_event(payload).events
+            if e.signal == "condition"
+        )
+
+    for line in [
+        "2024-05-01T10:00:00Z|system|FAULT|2001|1|LOW|EMERGENCY STOP",
+        "2024-05-01T10:00:01Z|system|WARNING|1001||HIGH|Lube low",
+    ]:
+        pipeline.process(parser.feed(line, NOW))
+    assert active() == [("FAULT", "2001"), ("WARNING", "1001")]  # two at once
+    pipeline.process(parser.feed("2024-05-01T10:00:02Z|system|NORMAL|2001|||", NOW))
+    assert active() == [("WARNING", "1001")]  # NORMAL with a code clears that one
+    pipeline.process(parser.feed("2024-05-01T10:00:03Z|system|UNAVAILABLE||||", NOW))
+    assert active() == [("UNAVAILABLE", "")]  # the adapter no longer knows: nothing else
+    pipeline.process(parser.feed("2024-05-01T10:00:04Z|system|NORMAL||||", NOW))
+    assert active() == []

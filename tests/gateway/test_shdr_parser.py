@@ -300,3 +300,14 @@ def test_lines_of_mtconnect_net_adapters(parser: ShdrParser) -> None:
     assert parser.feed("--multiline--ZYXWVUTSRQ", NOW) == []
     (o,) = obs(parser.feed("2024-05-01T10:00:00.1234567Z|Xact|3", NOW))
     assert o.fields == ("3",) and parser.stats.malformed == 0
+
+
+def test_windows_code_page_lines_and_a_byte_order_mark(parser: ShdrParser) -> None:
+    from gateway.sources.shdr import _decode
+
+    assert _decode("Kühlmittel".encode()) == "Kühlmittel"
+    assert _decode(b"2024-05-01T10:00:00Z|msg|7|K\xfchlmittel pr\xfcfen") == (
+        "2024-05-01T10:00:00Z|msg|7|Kühlmittel prüfen"
+    )
+    (o,) = obs(parser.feed("\ufeff2024-05-01T10:00:00Z|Xact|1\r\n", NOW))
+    assert o.fields == ("1",)
