@@ -15,15 +15,30 @@ Each payload is built field by field with the protobuf classes, as the edge node
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from ingest.config import IngestSettings
 from ingest.decode import Decoder
 from ingest.records import WIDE_INDEX, Accepted, Ack, DecodedBatch, Raw
 from ingest.sparkplug import arbor_id
 from protocol.sparkplug import DataType, PayloadPb
+from tests.conftest import MqttSettings
+from tests.ingest.helpers import (
+    Publisher,
+    rows,
+    scalar,
+    wait_ready,
+    wait_until,
+    worker_env,
+    workers,
+)
+from tests.servers import free_port
 
 T = 1486144502122  # the spec examples' timestamp (2017-02-03T17:55:02.122Z)
 SPEC_TIME = datetime(2017, 2, 3, 17, 55, 2, 122000, tzinfo=UTC)
@@ -481,3 +496,92 @@ def test_history_rows_come_oldest_first_and_a_history_only_message_is_historical
     mixed, history = out.accepted[1:]
     assert [r[speed] for r in mixed.wide] == [2.0, 1.0, 3.0]  # by time: the last is the newest
     assert (mixed.historical, history.historical) == (False, True)
+
+
+@pytest.fixture
+def pub(mqtt_settings: MqttSettings) -> Iterator[Publisher]:
+    p = Publisher(
+        mqtt_settings.host, mqtt_settings.port, mqtt_settings.username, mqtt_settings.password
+    )
+    yield p
+    p.close()
+
+
+@pytest.mark.services
+def test_spec_session_end_to_end(
+    db: str, mqtt_settings: MqttSettings, unique_site: str, pub: Publisher
+) -> None:
+    """The spec's session, under a group id with capitals and a space, through a worker into
+    PostgreSQL: compressed NDATA, a DDATA with an array, a DataSet and a DateTime, the death."""
+    import zlib
+
+    group = f"{unique_site.upper()} Devices"
+    site = f"{unique_site}-devices"
+    port = free_port()
+    env = worker_env(
+        db, mqtt_settings.url, unique_site, f"p{secrets.token_hex(3)}",
+        ARBOR_INGEST_SPARKPLUG_FILTER=f"spBv1.0/{group}/#",
+        ARBOR_INGEST_METRICS_PORT=str(port),
+    )  # fmt: skip
+    now = int(time.time() * 1000)
+    nbirth = _spec_nbirth()
+    nbirth.timestamp = now
+    for m in nbirth.metrics:
+        m.timestamp = now
+    dbirth = _spec_dbirth()
+    dbirth.timestamp = now
+    for m in dbirth.metrics:
+        m.timestamp = now
+    _add(dbirth, "Counts", DataType.INT16_ARRAY, b"", alias=20, timestamp=now)
+    ndata = PayloadPb(timestamp=now + 1, seq=2)
+    _add(ndata, "Supply Voltage", DataType.FLOAT, 12.3, timestamp=now + 1)
+    wrapped = PayloadPb(uuid="SPBV1.0_COMPRESSED", body=zlib.compress(ndata.SerializeToString()))
+    ddata = PayloadPb(timestamp=now + 2, seq=3)
+    _add(ddata, "Inputs/A", DataType.BOOLEAN, True, timestamp=now + 2)
+    ddata.metrics.add(alias=20, timestamp=now + 2).bytes_value = bytes.fromhex("D08A3075")
+    _add(ddata, "Last Cycle", DataType.DATETIME, T, timestamp=now + 2)
+    ds = ddata.metrics.add(name="Tools", datatype=16, timestamp=now + 2).dataset_value
+    ds.num_of_columns = 2
+    ds.columns.extend(["T", "Life"])
+    ds.types.extend([3, 10])
+    row = ds.rows.add()
+    row.elements.add().int_value = 12
+    row.elements.add().double_value = 0.5
+    ndeath = PayloadPb(timestamp=now + 3)
+    _add(ndeath, "bdSeq", DataType.UINT64, 0, timestamp=now + 3)
+    node, device = (
+        f"spBv1.0/{group}/{{}}/Raspberry Pi",
+        f"spBv1.0/{group}/{{}}/Raspberry Pi/Pibrella",
+    )
+    extra = (
+        "SELECT m.machine, x.signal, x.value, x.value_text FROM sample_extra x "
+        "JOIN machine m ON m.id = x.machine_id WHERE m.site = %s ORDER BY x.ts, x.signal"
+    )
+    with workers(env, 1):
+        wait_ready(port)
+        for topic, pb in (
+            (node.format("NBIRTH"), nbirth),
+            (device.format("DBIRTH"), dbirth),
+            (node.format("NDATA"), wrapped),
+            (device.format("DDATA"), ddata),
+        ):
+            pub.publish(topic, pb.SerializeToString())
+        pub.flush()
+        wait_until(lambda: len(rows(db, extra, site)) == 4 + 1 + 14 + 1 + 1 + 4, what="rows")
+        got = {(m, s): (v, t) for m, s, v, t in rows(db, extra, site)}
+        assert got[("raspberry-pi", "Supply Voltage")] == (12.3, None)
+        assert got[("pibrella", "Counts")] == (None, "[-30000,30000]")
+        assert got[("pibrella", "Last Cycle")] == (None, "2017-02-03T17:55:02.122Z")
+        assert got[("pibrella", "Tools")] == (
+            None,
+            '{"columns":["T","Life"],"types":["INT32","DOUBLE"],"rows":[[12,0.5]]}',
+        )
+        assert got[("pibrella", "Inputs/A")] == (1.0, None)
+        pub.publish(node.format("NDEATH"), ndeath.SerializeToString())
+        pub.flush()
+        state = "SELECT status FROM machine WHERE site = %s AND machine = %s"
+        wait_until(lambda: scalar(db, state, site, "raspberry-pi") == "offline", what="offline")
+        wait_until(lambda: scalar(db, state, site, "pibrella") == "offline", what="dev offline")
+        dead = rows(db, "SELECT kind, reason FROM dead_letter WHERE topic LIKE %s",
+                    f"spBv1.0/{group}/%")  # fmt: skip
+        assert dead == []
