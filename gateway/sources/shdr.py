@@ -11,11 +11,13 @@
   ``@UPDATE_ASSET@|id|Element|value...``, ``@REMOVE_ASSET@|id``, ``@REMOVE_ALL_ASSETS@|type``;
 * commands ``* name: value`` (with or without spaces), ``* PONG <ms>``.
 
-Leniency (what real adapters need): CR LF or LF, 0..9 fractional digits, a missing zone (UTC
-assumed), an empty timestamp (stamped on arrival), quoted values with escaped pipes (``\\|``), level
-words in any case, missing trailing condition fields, stray non-protocol lines (logger banners). A
-key the device model does not declare is logged once and skipped. A malformed line is counted and
-skipped; nothing stops the stream.
+Leniency (what real adapters need, see docs/gateway.md): CR LF or LF, 0..12 fractional digits,
+a missing zone (UTC assumed), an empty timestamp (stamped on arrival), ``<ts>@<duration>``, relative
+millisecond timestamps, quoted values and escaped pipes (``\\|``), level words in any case,
+missing trailing fields, ``--multiline--`` values of any line, stray non-protocol lines (logger
+banners). A key the device model does not declare is logged once and skipped, and the line is
+read on from the next declared key. A malformed line is counted and skipped; nothing stops the
+stream.
 
 :class:`ShdrConnection` connects to an adapter, sends ``* PING``, keeps the heartbeat the adapter
 asks for with ``* PONG <ms>`` (no data for two heartbeats: reconnect), and reconnects with jittered,
