@@ -66,6 +66,7 @@ TOOL_SIGNAL = "x_mtc_cutting_tool"
 ASSET_REMOVED_SIGNAL = "x_mtc_asset_removed"
 _LEVELS = ("NORMAL", "WARNING", "FAULT", "UNAVAILABLE")
 _MAX_TEXT = 1024
+_MAX_INT = 2**63  # the wire's integers are 64-bit; a longer one would fail the whole message
 
 
 def new_session_id() -> str:
@@ -167,8 +168,8 @@ def _convert(target: Target, raw: str) -> Scalar:
             number = _number(text)
         except ValueError:
             raise _BadValueError(f"not an integer: {text[:40]!r}") from None
-        if not math.isfinite(number):
-            raise _BadValueError(f"not a finite number: {text!r}")
+        if not math.isfinite(number) or abs(number) >= _MAX_INT:
+            raise _BadValueError(f"not a 64-bit integer: {text[:40]!r}")
         return round(number)
     if dtype is Dtype.ENUM:
         word = text.upper()
@@ -407,7 +408,13 @@ class MachinePipeline:
                 not obs.stamped_on_arrival
             ):  # arrival stamps are the gateway's clock, not the source's
                 item.ts = self._check_time(item.ts)
-            self._add(item)
+            try:
+                self._add(item)
+            except ValueError as exc:  # the event model refused it (pydantic ValidationError)
+                self.stats.invalid_values += 1
+                log.warning(
+                    "machine %s key %s: value skipped: %s", self.state.key, obs.item.id, exc
+                )
 
     def _asset(self, change: AssetChange) -> None:
         # An asset's timestamp is when the asset last changed, not a reading of the stream's

@@ -433,3 +433,14 @@ def test_active_conditions_in_the_snapshot(tmp_path: Path) -> None:
     assert active() == [("UNAVAILABLE", "")]  # the adapter no longer knows: nothing else
     pipeline.process(parser.feed("2024-05-01T10:00:04Z|system|NORMAL||||", NOW))
     assert active() == []
+
+
+def test_an_integer_too_long_for_the_wire_is_an_invalid_value(tmp_path: Path) -> None:
+    # found by feeding random lines: it made the whole batch unencodable and the flush raise
+    pipeline, store, parser = _pipeline(tmp_path)
+    pipeline.process(parser.feed("2024-05-01T10:00:00Z|partcount|" + "9" * 30 + "|line|7", NOW))
+    pipeline.flush()
+    (_, payload, _) = _messages(store, pipeline.state)[-1]
+    events = decode_event(payload).events
+    assert [(e.signal, e.value) for e in events] == [("program_line", 7)]  # type: ignore[union-attr]
+    assert pipeline.stats.invalid_values == 1
