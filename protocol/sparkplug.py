@@ -657,7 +657,7 @@ def _metric(pb: Any) -> Metric:
             value = None
     md = pb.metadata
     return Metric(
-        name=_text(pb.name) if pb.HasField("name") else None,
+        name=_text(pb.name) if pb.HasField("name") and pb.name else None,
         alias=pb.alias if pb.HasField("alias") else None,
         timestamp=pb.timestamp if pb.HasField("timestamp") else None,
         datatype=datatype,
@@ -1156,6 +1156,7 @@ class _Aliases:
     @classmethod
     def from_birth(cls, metrics: tuple[Metric, ...]) -> _Aliases:
         table = cls()
+        unaliased: list[Metric] = []
         for m in metrics:
             if m.name is None:
                 continue
@@ -1163,12 +1164,20 @@ class _Aliases:
             table.by_name[m.name] = (m.datatype, bad)
             if m.alias is not None:
                 table.by_alias[m.alias] = (m.name, m.datatype, bad)
+            elif not _is_control(m):
+                unaliased.append(m)
             if isinstance(m.value, Template) and m.value.is_definition:
                 # Instances refer to a definition by its metric name; Ignition names definitions
                 # "_types_/<UDT>" and refers to them as "<UDT>".
                 table.templates[m.name] = m.value
                 if m.name.startswith("_types_/"):
                     table.templates.setdefault(m.name[len("_types_/") :], m.value)
+        if table.by_alias and 0 not in table.by_alias and len(unaliased) == 1:
+            # Encoders with proto3 semantics leave out an alias of 0: in a birth whose other
+            # metrics have aliases, the one data metric without an alias is alias 0.
+            name = unaliased[0].name
+            assert name is not None
+            table.by_alias[0] = (name, *table.by_name[name])
         return table
 
     def lookup(self, m: Metric) -> tuple[str, DataType | None, str | None] | None:
@@ -1177,12 +1186,25 @@ class _Aliases:
                 return m.name, m.datatype, None
             dtype, bad = self.by_name.get(m.name, (None, None))
             return m.name, dtype, bad
-        if m.alias is not None and m.alias in self.by_alias:
-            name, dtype, bad = self.by_alias[m.alias]
+        # No name and no alias: alias 0 as an encoder with proto3 semantics sends it.
+        alias = m.alias if m.alias is not None else 0
+        if alias in self.by_alias:
+            name, dtype, bad = self.by_alias[alias]
             if m.datatype is not None:
                 return name, m.datatype, None
             return name, dtype, bad
         return None
+
+
+def _is_control(m: Metric) -> bool:
+    """bdSeq, Node/Device Control metrics and template definitions: often sent without an
+    alias in a birth whose data metrics have one."""
+    name = m.name or ""
+    return (
+        name == BDSEQ_METRIC
+        or name.startswith(("Node Control/", "Device Control/"))
+        or (isinstance(m.value, Template) and m.value.is_definition)
+    )
 
 
 @dataclass
@@ -1225,6 +1247,10 @@ class SparkplugSessions:
     def _check_seq(self, node: _Node, payload: Payload) -> Verdict:
         got = payload.seq
         expected = (node.seq + 1) % 256
+        if got is None and expected == 0:
+            # Encoders with proto3 semantics (protobuf-net in SparkplugNet, proto3 ports of
+            # sparkplug_b.proto) leave out fields holding 0: the seq after 255 arrives absent.
+            got = 0
         if got is None or not 0 <= got <= 255:
             return Verdict(VerdictKind.NEEDS_REBIRTH, expected, got, f"bad seq {got!r}")
         node.seq = got

@@ -585,3 +585,41 @@ def test_spec_session_end_to_end(
         dead = rows(db, "SELECT kind, reason FROM dead_letter WHERE topic LIKE %s",
                     f"spBv1.0/{group}/%")  # fmt: skip
         assert dead == []
+
+
+def test_an_encoder_that_leaves_out_zeros_like_protobuf_net() -> None:
+    """SparkplugNet (github.com/SeppPenner/SparkplugNet, MIT) serialises with protobuf-net,
+    whose generated Payload/Metric classes (VersionB/ProtoBuf/ProtobufPayload.cs) hold seq,
+    alias and timestamp as plain ulong: a 0 is not written. So the NBIRTH and the message after
+    seq 255 carry no seq, and the metric of alias 0 carries neither alias nor (in DATA) a name.
+    Its metrics always carry (empty) metadata and properties messages."""
+    now = int(time.time() * 1000)
+
+    def metric(container: Any, name: str | None, alias: int, value: float, ts: int) -> None:
+        m = container.metrics.add(timestamp=ts, datatype=int(DataType.DOUBLE))
+        if name:
+            m.name = name
+        if alias:
+            m.alias = alias
+        m.double_value = value
+        m.metadata.SetInParent()
+        m.properties.SetInParent()
+
+    nb = PayloadPb(timestamp=now)  # seq 0: left out
+    bd = nb.metrics.add(name="bdSeq", timestamp=now, datatype=int(DataType.INT64))
+    bd.long_value = 0  # a set oneof member is written even when 0
+    metric(nb, "Spindle/Speed", 0, 0.0, now)
+    metric(nb, "Spindle/Load", 1, 0.0, now)
+    batch = [_raw("spBv1.0/plant/NBIRTH/dotnet", nb)]
+    for k in range(1, 258):
+        pb = PayloadPb(timestamp=now + k)
+        if k % 256:
+            pb.seq = k % 256
+        metric(pb, None, 0, float(k), now + k)
+        metric(pb, None, 1, 1.0, now + k)
+        batch.append(_raw("spBv1.0/plant/NDATA/dotnet", pb, k))
+    out = _decoder().decode(batch)
+    assert out.dead == [] and out.gaps == [] and out.rebirths == []
+    assert [a.seq for a in out.accepted] == list(range(258))
+    speed = 1 + WIDE_INDEX["spindle_speed"]
+    assert [r[speed] for a in out.accepted for r in a.wide] == [float(k) for k in range(258)]

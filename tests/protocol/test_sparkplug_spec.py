@@ -356,3 +356,61 @@ def test_bad_compressed_payloads_are_payload_errors() -> None:
     for pb, fragment in cases:
         with pytest.raises(SparkplugPayloadError, match=fragment):
             decode_payload(pb.SerializeToString())
+
+
+# --- encoders that leave out zeros (protobuf-net in SparkplugNet) ---------------------------------
+
+
+def test_absent_seq_is_zero_only_where_zero_is_due() -> None:
+    s = SparkplugSessions()
+    birth = PayloadPb(timestamp=1)  # NBIRTH seq 0, left out
+    birth.metrics.add(name="bdSeq", datatype=4).long_value = 0
+    nbirth = parse_sparkplug_topic("spBv1.0/g/NBIRTH/n")
+    s.observe(nbirth, decode_payload(birth.SerializeToString()))
+    ndata = parse_sparkplug_topic("spBv1.0/g/NDATA/n")
+    for seq in range(1, 256):
+        assert s.observe(ndata, decode_payload(PayloadPb(seq=seq).SerializeToString())).kind is (
+            VerdictKind.OK
+        )
+    after_255 = decode_payload(PayloadPb(timestamp=2).SerializeToString())
+    assert s.observe(ndata, after_255).kind is VerdictKind.OK  # the 0 after 255, left out
+    verdict = s.observe(ndata, after_255)  # but where 1 is due, a missing seq is no seq
+    assert (verdict.kind, verdict.reason) == (VerdictKind.NEEDS_REBIRTH, "bad seq None")
+
+
+def _alias_birth(*metrics: tuple[str, int | None]) -> SparkplugSessions:
+    s = SparkplugSessions()
+    pb = PayloadPb(timestamp=1)
+    pb.metrics.add(name="bdSeq", datatype=4).long_value = 0
+    pb.metrics.add(name="Node Control/Rebirth", datatype=11).boolean_value = False
+    for name, alias in metrics:
+        m = pb.metrics.add(name=name, datatype=int(DataType.DOUBLE))
+        if alias is not None:
+            m.alias = alias
+        m.double_value = 0.0
+    s.observe(parse_sparkplug_topic("spBv1.0/g/NBIRTH/n"), decode_payload(pb.SerializeToString()))
+    return s
+
+
+@pytest.mark.parametrize(
+    ("birth", "expected"),
+    [
+        ((("A", None), ("B", 1)), "A"),  # the one data metric without an alias is alias 0
+        ((("A", 0), ("B", 1), ("C", None)), "A"),  # an explicit alias 0 (Tahu) is kept
+        ((("A", None), ("C", None), ("B", 1)), None),  # two candidates: no guess
+    ],
+)
+def test_a_metric_without_name_and_alias_is_alias_0(
+    birth: tuple[tuple[str, int | None], ...], expected: str | None
+) -> None:
+    s = _alias_birth(*birth)
+    data = PayloadPb(seq=1)
+    data.metrics.add(timestamp=2).double_value = 4.5  # alias 0 left out, no name
+    topic = parse_sparkplug_topic("spBv1.0/g/NDATA/n")
+    payload = decode_payload(data.SerializeToString())
+    verdict = s.observe(topic, payload)
+    [r] = s.resolve(topic, payload)
+    if expected is None:
+        assert verdict.unresolved == 1 and r.problem is not None
+    else:
+        assert (verdict.unresolved, r.name, r.value) == (0, expected, 4.5)
