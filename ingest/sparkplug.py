@@ -192,8 +192,12 @@ class SparkplugHost:
             )  # fmt: skip
             return
         # Before the session state sees it, like an undecodable payload: the message is not
-        # stored, so the node's next seq shows the hole (a gap and a rebirth).
-        problem = self._time_problem(payload, raw.received)
+        # stored, so the node's next seq shows the hole (a gap and a rebirth). Not for NDEATH:
+        # it is the node's MQTT Will, built when the node connected (its timestamp is that
+        # moment, weeks old for a node connected for weeks); the death is when it arrives.
+        problem = None
+        if topic.message_type is not MessageType.NDEATH:
+            problem = self._time_problem(payload, raw.received)
         if problem is not None:
             out.dead.append(
                 DeadLetter("timestamp_range", problem, raw.topic, raw.payload, received, site,
@@ -213,7 +217,9 @@ class SparkplugHost:
                            raw.topic, raw.payload, received, site, machine)
             )  # fmt: skip
             return
-        ts = ms_to_utc(payload.timestamp) if payload.timestamp is not None else received
+        ts = received
+        if payload.timestamp is not None and mtype is not MessageType.NDEATH:
+            ts = ms_to_utc(payload.timestamp)
         if mtype is MessageType.NBIRTH:
             bdseq = self._sessions.bdseq(topic.group, topic.edge_node)
             session = f"spb-{bdseq}-{_birth_stamp(payload, raw.payload)}"
@@ -233,7 +239,8 @@ class SparkplugHost:
                 return
             session = node_or_none.session
             # The death's own key: it has no seq, so one past the last one seen.
-            acc = self._accepted(site, machine, node_id, session, -2, ts, "ndeath", received)
+            acc = self._accepted(site, machine, node_id, session, -2, received, "ndeath",
+                                 received)  # fmt: skip
             for m in (node_id, *sorted(node_or_none.devices)):
                 acc.status.append(StatusChange(site, m, False, received, session, None,
                                                "node death", "sparkplug"))  # fmt: skip

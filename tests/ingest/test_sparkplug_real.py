@@ -623,3 +623,29 @@ def test_an_encoder_that_leaves_out_zeros_like_protobuf_net() -> None:
     assert [a.seq for a in out.accepted] == list(range(258))
     speed = 1 + WIDE_INDEX["spindle_speed"]
     assert [r[speed] for a in out.accepted for r in a.wide] == [float(k) for k in range(258)]
+
+
+def test_a_will_ndeath_built_weeks_ago_still_takes_the_node_offline() -> None:
+    """NDEATH is the node's MQTT Will, built when it connected: for a node connected for 40
+    days, its timestamp is 40 days old (or, from a broken clock, anything). The death is when
+    the broker delivers it; its timestamp is not range-checked."""
+    now = int(time.time() * 1000)
+    old = now - 40 * 86_400_000
+    batch = []
+    for i, (node, will_ts) in enumerate((("gw-a", old), ("gw-b", 2**62))):
+        nb = PayloadPb(timestamp=now, seq=0)
+        _add(nb, "bdSeq", DataType.INT64, 7, timestamp=now)
+        death = PayloadPb(timestamp=will_ts)
+        _add(death, "bdSeq", DataType.INT64, 7, timestamp=will_ts)
+        batch += [
+            _raw(f"spBv1.0/plant/NBIRTH/{node}", nb, 2 * i),
+            _raw(f"spBv1.0/plant/NDEATH/{node}", death, 2 * i + 1),
+        ]
+    out = _decoder(max_past=timedelta(days=30)).decode(batch)
+    assert out.dead == []
+    deaths = [a for a in out.accepted if a.channel == "ndeath"]
+    assert [(s.machine, s.online) for a in deaths for s in a.status] == [
+        ("gw-a", False),
+        ("gw-b", False),
+    ]
+    assert all(abs(a.ts.timestamp() * 1000 - now) < 60_000 for a in deaths)
