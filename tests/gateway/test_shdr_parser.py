@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -311,3 +312,51 @@ def test_windows_code_page_lines_and_a_byte_order_mark(parser: ShdrParser) -> No
     )
     (o,) = obs(parser.feed("\ufeff2024-05-01T10:00:00Z|Xact|1\r\n", NOW))
     assert o.fields == ("1",)
+
+
+def test_a_reconnect_mid_asset_does_not_swallow_the_next_session() -> None:
+    """Over TCP: the adapter drops the connection inside a multiline asset; after the reconnect
+    its data lines are read as data (before, they went into the asset body, up to 4 MiB)."""
+    import asyncio
+
+    from gateway.sources.shdr import Backoff, Record, ShdrConnection
+    from tests.gateway.helpers import ShdrServer
+
+    got: list[Record] = []
+
+    async def sink(records: list[Record]) -> None:
+        got.extend(records)
+
+    async def scenario() -> None:
+        async with ShdrServer() as server:
+            parser = ShdrParser(load_devices(DATA / "Devices.xml"))
+            conn = ShdrConnection(
+                "127.0.0.1", server.port, parser, sink, backoff=Backoff(0.05, 0.1)
+            )
+            task = asyncio.create_task(conn.run())
+            try:
+                await server.wait_connected()
+                await server.send(
+                    "2024-05-01T10:00:00Z|@ASSET@|T1|CuttingTool|--multiline--XYZ",
+                    "<CuttingTool assetId='T1'>",
+                )
+                await asyncio.sleep(0.2)
+                await server.drop_clients()
+                for _ in range(250):
+                    if conn.connects >= 2:
+                        break
+                    await asyncio.sleep(0.02)
+                await server.wait_connected()
+                await server.send("2024-05-01T10:00:05Z|Xact|42")
+                for _ in range(200):
+                    if any(isinstance(r, Observation) for r in got):
+                        break
+                    await asyncio.sleep(0.02)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    asyncio.run(scenario())
+    assert [(o.item.id, o.fields) for o in obs(got)] == [("Xact", ("42",))]
+    assert not any(isinstance(r, AssetChange) for r in got)
