@@ -359,20 +359,18 @@ class ShdrParser:
         return bool(key) and self._resolve(key)[1] is not None
 
     def _skip_unknown(self, tokens: list[str], i: int) -> int:
-        """Where to go on after the undeclared key at ``i``: usually its one value (``key|value``),
-        but an undeclared condition, message or time series has more fields, and reading those as
-        keys would misplace the rest of the line; so resynchronise on the next declared key."""
-        n = len(tokens)
-        if i + 1 < n and tokens[i + 1].strip().upper() in _LEVEL_WORDS and i + 2 < n:
-            # ``key|level|code|severity|qualifier|text``: a condition takes the rest of its six
-            nxt = i + 6
-        else:
-            nxt = i + 2
+        """Where to go on after the undeclared key at ``i``: usually past its one value
+        (``key|value``), but an undeclared condition, message or time series has more fields,
+        and reading those as keys would misplace the rest of the line; so resynchronise on the
+        next declared key."""
+        n, nxt = len(tokens), i + 2
         if nxt >= n or self._known(tokens[nxt]):
             return nxt
-        for j in range(i + 1, n):
+        for j in range(nxt + 1, n):
             if self._known(tokens[j]):
                 return j
+        if tokens[i + 1].strip().upper() in _LEVEL_WORDS:
+            return n  # ``key|level|code|severity|qualifier|text``: the rest is its fields
         return nxt  # nothing declared follows: the next pair is another undeclared key
 
     def _data(self, tokens: list[str], line: str, arrival: datetime) -> list[Record]:

@@ -444,3 +444,46 @@ def test_an_integer_too_long_for_the_wire_is_an_invalid_value(tmp_path: Path) ->
     events = decode_event(payload).events
     assert [(e.signal, e.value) for e in events] == [("program_line", 7)]  # type: ignore[union-attr]
     assert pipeline.stats.invalid_values == 1
+
+
+def test_lines_shaped_like_a_siemens_840d_adapter(tmp_path: Path) -> None:
+    # The shapes of a 2013 Hermle (Siemens 840D) capture quoted in kristoferB/LISA (no licence
+    # stated, so not copied): two active alarms of one item told apart by "(1)"/"(2)" codes,
+    # alarm texts in German and Swedish, an empty message, a value with a trailing blank.
+    pipeline, store, parser = _pipeline(tmp_path)
+    for line in [
+        "2013-09-11T08:37:10.312Z|system|WARNING|120120(1)|100||Summalarm för fel vid åtkomst",
+        "2013-09-11T08:37:10.312Z|system|WARNING|120120(2)|100||Kabinentür öffnet nicht.",
+        "2013-09-11T08:37:10.312Z|execution|STOPPED|line||mode|MANUAL|program|_N_CMM_SINGLE_MPF",
+        "2013-09-11T08:37:10.312Z|block||estop|ARMED",
+        "2013-09-11T08:37:10.312Z|msg||",
+        "2013-09-11T08:37:10.312Z|shift|X1 Y1 Z1 SP1 MAG1 C1 A1 U1 Y2 |partcount|0",
+        "2013-09-11T08:37:10.312Z|pathpos|500.2180000000 1060.0000000000 749.9000000000",
+    ]:
+        pipeline.process(parser.feed(line + "\r\n", NOW))
+    pipeline.flush()
+    values: dict[str, list[object]] = {}
+    conditions = []
+    for topic, payload, _session in _messages(store, pipeline.state):
+        if topic.endswith("/telemetry"):
+            for s in decode_telemetry(payload).samples:
+                for k, v in s.values.items():
+                    values.setdefault(k, []).append(v)
+            continue
+        for ev in decode_event(payload).events:
+            if ev.signal == "condition":
+                conditions.append(ev.condition)  # type: ignore[union-attr]
+            else:
+                values.setdefault(ev.signal, []).append(ev.value)  # type: ignore[union-attr]
+    assert [(c.level, c.code, c.text) for c in conditions] == [
+        ("WARNING", "120120(1)", "Summalarm för fel vid åtkomst"),
+        ("WARNING", "120120(2)", "Kabinentür öffnet nicht."),
+    ]
+    assert values["execution"] == ["STOPPED"] and values["controller_mode"] == ["MANUAL"]
+    assert values["program"] == ["_N_CMM_SINGLE_MPF"] and values["program_line"] == [None]
+    assert values["block"] == [""] and values["emergency_stop"] == ["ARMED"]
+    assert values["message"] == [""]
+    assert values["x_mtc_shift"] == ["X1 Y1 Z1 SP1 MAG1 C1 A1 U1 Y2"]
+    assert values["part_count"] == [0]
+    assert values["x_mtc_pathpos_y"] == [1060.0]
+    assert pipeline.stats.invalid_values == 0

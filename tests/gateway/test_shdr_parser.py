@@ -360,3 +360,12 @@ def test_a_reconnect_mid_asset_does_not_swallow_the_next_session() -> None:
     asyncio.run(scenario())
     assert [(o.item.id, o.fields) for o in obs(got)] == [("Xact", ("42",))]
     assert not any(isinstance(r, AssetChange) for r in got)
+
+
+def test_undeclared_keys_with_unavailable_values(parser: ShdrParser) -> None:
+    line = "2024-05-01T10:00:00Z|u1|UNAVAILABLE|u2|5|Xact|1"
+    assert [(o.item.id, o.fields) for o in obs(parser.feed(line, NOW))] == [("Xact", ("1",))]
+    line = "2024-05-01T10:00:00Z|u3|UNAVAILABLE|Yact|2"
+    assert [(o.item.id, o.fields) for o in obs(parser.feed(line, NOW))] == [("Yact", ("2",))]
+    assert parser.feed("2024-05-01T10:00:00Z|ucond|NORMAL||||", NOW) == []
+    assert parser.stats.malformed == 0
