@@ -360,18 +360,18 @@ class ShdrParser:
 
     def _skip_unknown(self, tokens: list[str], i: int) -> int:
         """Where to go on after the undeclared key at ``i``: usually past its one value
-        (``key|value``), but an undeclared condition, message or time series has more fields,
-        and reading those as keys would misplace the rest of the line; so resynchronise on the
-        next declared key."""
+        (``key|value``), but an undeclared condition (five fields) or message (two) would turn
+        its fields into keys and misplace the rest of the line; so look at where the next
+        declared key is: an even distance reads on pairwise (undeclared keys in between are
+        counted and logged), six after a level word is a condition, anything else resyncs."""
         n, nxt = len(tokens), i + 2
-        if nxt >= n or self._known(tokens[nxt]):
-            return nxt
-        for j in range(nxt + 1, n):
+        level = i + 1 < n and tokens[i + 1].strip().upper() in _LEVEL_WORDS
+        for j in range(nxt, n):
             if self._known(tokens[j]):
-                return j
-        if tokens[i + 1].strip().upper() in _LEVEL_WORDS:
-            return n  # ``key|level|code|severity|qualifier|text``: the rest is its fields
-        return nxt  # nothing declared follows: the next pair is another undeclared key
+                if (j - i) % 2 == 1 or (level and j - i == 6):
+                    return j
+                return nxt
+        return n if level else nxt
 
     def _data(self, tokens: list[str], line: str, arrival: datetime) -> list[Record]:
         if len(tokens) < 2:

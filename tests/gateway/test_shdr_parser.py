@@ -369,3 +369,13 @@ def test_undeclared_keys_with_unavailable_values(parser: ShdrParser) -> None:
     assert [(o.item.id, o.fields) for o in obs(parser.feed(line, NOW))] == [("Yact", ("2",))]
     assert parser.feed("2024-05-01T10:00:00Z|ucond|NORMAL||||", NOW) == []
     assert parser.stats.malformed == 0
+
+
+def test_runs_of_undeclared_keys_are_each_logged(
+    parser: ShdrParser, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        records = obs(parser.feed("2024-05-01T10:00:00Z|u1|1|u2|UNAVAILABLE|u3|3|Xact|4", NOW))
+    assert [(o.item.id, o.fields) for o in records] == [("Xact", ("4",))]
+    assert parser.stats.unknown_keys == 3
+    assert all(f"'{k}'" in caplog.text for k in ("u1", "u2", "u3"))
