@@ -261,7 +261,7 @@ class ShdrParser:
                 return self._feed_multiline(line)
             if not line.strip():
                 return []
-            if line.lstrip()[0] == "*":
+            if line[0] == "*" or (line[0] in " \t" and line.lstrip()[:1] == "*"):
                 return self._command(line.lstrip())
             return self._data(split_fields(line), line, arrival)
         except (ValueError, IndexError, OverflowError) as exc:  # defensive: a line not foreseen
@@ -311,10 +311,13 @@ class ShdrParser:
         if text == self._last_ts_text:
             return self._last_ts
         bare = text
-        duration = _DURATION_RE.search(bare)
-        if duration is not None and duration.end() == len(bare):
-            bare = bare[: duration.start()].strip()
-        if _RELATIVE_RE.fullmatch(bare):  # relative time: ms since some point of the adapter's
+        if "@" in bare:
+            duration = _DURATION_RE.search(bare)
+            if duration is not None and duration.end() == len(bare):
+                bare = bare[: duration.start()].strip()
+        if bare[4:5] != "-" and _RELATIVE_RE.fullmatch(
+            bare
+        ):  # relative time: ms since some point of the adapter's
             offset = float(bare)
             if self._relative is None:
                 self._relative = (arrival, offset)
@@ -379,11 +382,15 @@ class ShdrParser:
             if self.stats.stray <= 5:
                 log.info("shdr %s: non-protocol line ignored: %.120r", self.label, line)
             return []
-        head = tokens[0].strip()
-        if len(head) > 2 and head[0] == "@" and head[-1] == "@":
+        head = tokens[0]
+        if "@" in head and len(head := head.strip()) > 2 and head[0] == "@" and head[-1] == "@":
             tokens = ["", *tokens]  # ``@ASSET@|...`` with no timestamp field (MTConnect.NET)
-        last = tokens[-1].strip()
-        if last.startswith(_MULTILINE) and len(last) > len(_MULTILINE):
+        last = tokens[-1]
+        if (
+            _MULTILINE in last
+            and (last := last.strip()).startswith(_MULTILINE)
+            and last != _MULTILINE
+        ):
             # the value follows on the next lines, up to a line that repeats the marker
             self._multiline = _Multiline(last, tokens[:-1], arrival, line)
             return []
@@ -399,8 +406,8 @@ class ShdrParser:
             except (ValueError, OverflowError):
                 self._malformed(line, "bad timestamp")
                 return []
-        first = tokens[1].strip()
-        if first.startswith("@") and first.endswith("@") and len(first) > 2:
+        first = tokens[1]
+        if "@" in first and len(first := first.strip()) > 2 and first[0] == first[-1] == "@":
             return self._asset(tokens, ts, arrival, line)
         out: list[Record] = []
         i, n = 1, len(tokens)
