@@ -41,6 +41,7 @@ __all__ = [
     "fleet_state_seconds",
     "fleet_states_report",
     "machine_id",
+    "machine_state_seconds",
     "program_stats_report",
     "utilisation_report",
 ]
@@ -422,6 +423,14 @@ SELECT set_config('plan_cache_mode', $2, true) AS mode,
 #: _STATES_SQL.
 _ONE_SQL = "SELECT ok, us FROM api_machine_seconds($1, $2, $3, $4, $5::text[])"
 
+#: The same by name (`site`, `machine`) for a key seeing `sites` (null: every site), with the
+#: machine's id: the route's lookup and the seconds in one round trip. No row: no such machine
+#: for this key (the caller's lookup says which error).
+_ONE_BY_NAME_SQL = """
+SELECT m.id, f.ok, f.us FROM machine m
+  LEFT JOIN LATERAL api_machine_seconds(m.id, $4, $5, $6, $7::text[]) f ON true
+ WHERE m.site = $1 AND m.machine = $2 AND ($3::text[] IS NULL OR m.site = ANY($3::text[]))"""
+
 _HOUR = timedelta(hours=1)
 
 
@@ -469,6 +478,28 @@ async def fleet_state_seconds(
         args = [ids, start, a, b, end, until, list(KNOWN_EXECUTION)]
         rows = await conn.fetch(_STATES_SQL[bool(dirty)], *args, *([dirty] if dirty else []))
     return {r["id"]: _seconds(r["us"]) for r in rows}
+
+
+async def machine_state_seconds(
+    conn: asyncpg.Connection,
+    site: str,
+    machine: str,
+    sites: list[str] | None,
+    start: datetime,
+    end: datetime,
+    until: datetime,
+) -> tuple[int, dict[str, float] | None] | None:
+    """Machine `site:machine`'s id and, when api_machine_seconds() could answer, its seconds per
+    state (`fleet_state_seconds` for one machine), in one statement; None when no such machine
+    is visible to a key seeing `sites` (None: all)."""
+    row = await conn.fetchrow(
+        _ONE_BY_NAME_SQL, site, machine, sites, start, end, until, list(KNOWN_EXECUTION)
+    )
+    if row is None:
+        return None
+    if not row["ok"]:
+        return int(row["id"]), None
+    return int(row["id"]), _seconds(row["us"]) if row["us"] is not None else {}
 
 
 def _seconds(us: Any) -> dict[str, float]:

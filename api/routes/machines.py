@@ -23,6 +23,7 @@ from api.machines import (
     fleet_state_seconds,
     fleet_states_report,
     machine_id,
+    machine_state_seconds,
     program_stats_report,
     utilisation_report,
 )
@@ -143,6 +144,14 @@ def _serialised(model: type[BaseModel], content: dict[str, Any]) -> Response:
     )
 
 
+def _valid_window(start: datetime, end: datetime) -> bool:
+    try:
+        window_bounds(start, end)
+    except InvalidInputError:
+        return False  # answered by the route's usual order of checks (the machine first)
+    return True
+
+
 async def _mid(conn: Conn, ref: MachineRef) -> int:
     if ref.id is not None:
         return ref.id
@@ -166,6 +175,20 @@ async def utilisation(
     by: Annotated[Literal["program"] | None, Query(description="also split by program")] = None,
 ) -> Any:
     """Seconds per execution state and unknown time in [from, to), with in-cycle utilisation."""
+    if by is None and ":" in machine and _valid_window(from_, to):
+        # The usual request (site:machine, no split by program): the machine's lookup and its
+        # seconds in one statement; any error (none such, another site's) from resolve_machine.
+        site, _, name = machine.partition(":")
+        start, end, until = window_bounds(from_, to)
+        sites = None if principal.sites is None else sorted(principal.sites)
+        found = await machine_state_seconds(
+            conn, site, name, sites, from_, to, datetime.fromtimestamp(until, UTC)
+        )
+        if found is not None and found[1] is not None:
+            (row,), _ = fleet_states_report([found[0]], {found[0]: found[1]}, start=start, end=end)
+            return _serialised(
+                Utilisation, {"site": site, "machine": name, "from": from_, "to": to, **row}
+            )
     ref = await resolve_machine(conn, principal, machine)
     start, end, until = window_bounds(from_, to)
     mid = await _mid(conn, ref)

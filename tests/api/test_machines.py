@@ -179,6 +179,14 @@ def test_scoped_key_sees_only_its_sites(
     scoped = client_for(make_key(api_database, Role.VIEWER, "elsewhere", ["elsewhere"]))
     assert scoped.get("/api/v1/machines").json() == []
     assert error_of(scoped.get(f"/api/v1/machines/{site}:m01"))["code"] == "site_forbidden"
+    # one machine's utilisation looks the machine up in its own statement: the same answers
+    window = {"from": f"{DAY}T08:00:00Z", "to": f"{DAY}T16:00:00Z"}
+    url = f"/api/v1/machines/{site}:m01/utilisation"
+    assert error_of(scoped.get(url, params=window))["code"] == "site_forbidden"
+    own = client_for(make_key(api_database, Role.VIEWER, "own site", [site, "elsewhere"]))
+    assert own.get(url, params=window).status_code == 200
+    nosuch = f"/api/v1/machines/{site}:nosuch/utilisation"
+    assert error_of(own.get(nosuch, params=window))["code"] == "machine_not_found"
 
 
 def test_machine_detail_lists_active_alarms(site: str, viewer: httpx.Client) -> None:
