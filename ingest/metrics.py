@@ -60,6 +60,13 @@ class IngestMetrics:
             "Anchor copies acked unprocessed since start (the shared subscription had them)",
             registry=r,
         )
+        self.sparkplug_skipped = Gauge(
+            "arbor_ingest_sparkplug_skipped_metrics",
+            "Sparkplug metrics of accepted messages not stored since start, by reason "
+            "(docs/ingest.md; every worker sees, and counts, every Sparkplug message)",
+            ["reason"],
+            registry=r,
+        )
         self.pending = Gauge(
             "arbor_ingest_unacked_messages", "Messages received and not yet acked", registry=r
         )

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import asyncpg
@@ -28,6 +30,7 @@ from ingest.decode import Decoder
 from ingest.jobs import run_jobs
 from ingest.metrics import IngestMetrics
 from ingest.records import Accepted, DeadLetter, DecodedBatch, Raw
+from ingest.sparkplug import SKIP_REASONS
 from ingest.subscriber import Subscriber
 from ingest.writer import BatchWriter, WriteStats
 
@@ -84,6 +87,11 @@ class Worker:
         self.metrics.subscribed.set_function(lambda: 1.0 if sub.subscribed else 0.0)
         self.metrics.anchor_recovering.set_function(lambda: 1.0 if sub.recovering else 0.0)
         self.metrics.anchor_skipped.set_function(lambda: float(sub.anchor_skipped))
+        skipped = self.decoder.sparkplug.skipped
+        for reason in SKIP_REASONS:
+            self.metrics.sparkplug_skipped.labels(reason).set_function(
+                functools.partial(_count_of, skipped, reason)
+            )
         decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(maxsize=2)
         await self._connect_db()
         sub.start()
@@ -309,3 +317,7 @@ def _rejected(acc: Accepted, exc: BaseException) -> DeadLetter:
         "db_rejected", f"database refused the rows: {exc}", topic, b"", acc.received, acc.site,
         acc.machine,
     )  # fmt: skip
+
+
+def _count_of(counts: Counter[str], key: str) -> float:
+    return float(counts[key])

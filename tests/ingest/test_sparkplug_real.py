@@ -31,6 +31,7 @@ from protocol.sparkplug import DataType, PayloadPb
 from tests.conftest import MqttSettings
 from tests.ingest.helpers import (
     Publisher,
+    metric,
     rows,
     scalar,
     wait_ready,
@@ -540,6 +541,7 @@ def test_spec_session_end_to_end(
     _add(ddata, "Inputs/A", DataType.BOOLEAN, True, timestamp=now + 2)
     ddata.metrics.add(alias=20, timestamp=now + 2).bytes_value = bytes.fromhex("D08A3075")
     _add(ddata, "Last Cycle", DataType.DATETIME, T, timestamp=now + 2)
+    _add(ddata, "Scratch", DataType.DOUBLE, 5.0, timestamp=now + 2, is_transient=True)
     ds = ddata.metrics.add(name="Tools", datatype=16, timestamp=now + 2).dataset_value
     ds.num_of_columns = 2
     ds.columns.extend(["T", "Life"])
@@ -577,6 +579,10 @@ def test_spec_session_end_to_end(
             '{"columns":["T","Life"],"types":["INT32","DOUBLE"],"rows":[[12,0.5]]}',
         )
         assert got[("pibrella", "Inputs/A")] == (1.0, None)
+        assert ("pibrella", "Scratch") not in got  # transient: not for a historian
+        skipped = "arbor_ingest_sparkplug_skipped_metrics"
+        assert metric(port, skipped, reason="transient") == 1
+        assert metric(port, skipped, reason="bad_value") == 0
         pub.publish(node.format("NDEATH"), ndeath.SerializeToString())
         pub.flush()
         state = "SELECT status FROM machine WHERE site = %s AND machine = %s"
