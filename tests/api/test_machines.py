@@ -187,6 +187,13 @@ def test_scoped_key_sees_only_its_sites(
     assert own.get(url, params=window).status_code == 200
     nosuch = f"/api/v1/machines/{site}:nosuch/utilisation"
     assert error_of(own.get(nosuch, params=window))["code"] == "machine_not_found"
+    # and the telemetry route with the rollups' watermarks
+    window |= {"signals": "spindle_load"}
+    url = f"/api/v1/machines/{site}:m01/telemetry"
+    assert error_of(scoped.get(url, params=window))["code"] == "site_forbidden"
+    assert own.get(url, params=window).status_code == 200
+    nosuch = f"/api/v1/machines/{site}:nosuch/telemetry"
+    assert error_of(own.get(nosuch, params=window))["code"] == "machine_not_found"
 
 
 def test_machine_detail_lists_active_alarms(site: str, viewer: httpx.Client) -> None:
