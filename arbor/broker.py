@@ -107,9 +107,15 @@ def machine_username(site: str, machine: str) -> str:
 
 
 def edge_node_username(group: str, node: str) -> str:
-    """A Sparkplug edge node's broker user name: `spb.group.node` (three parts: never a
-    machine's)."""
-    return f"spb.{group}.{node}"
+    """A Sparkplug edge node's broker user name: `spb/group/node` (never a machine's, and
+    unambiguous: `/` is the one separator Sparkplug ids cannot contain)."""
+    return f"spb/{group}/{node}"
+
+
+# Sparkplug B ids: any UTF-8 but the topic separators `/`, `+`, `#` (spec); here also not `:`
+# (Mosquitto's password file splits on it), control characters, or blanks at either end
+# (Mosquitto trims ACL lines). Ignition's defaults ("Edge Nodes", "Edge Node 1a2b") pass.
+_SPARKPLUG_ID = re.compile(r"^(?!\s)[^/+#:\x00-\x1f\x7f]{1,128}(?<!\s)$")
 
 
 class Registry:
@@ -134,11 +140,14 @@ class Registry:
     def add(self, username: str, role: Role, machines: Iterable[tuple[str, str]] = ()) -> bool:
         """Add a principal unless it exists; returns whether anything changed."""
         wanted = sorted(set(machines))
+        rule, what = (
+            (_SPARKPLUG_ID, "Sparkplug group and edge node")
+            if role == "sparkplug"
+            else (_ID, "site and machine")
+        )
         for site, machine in wanted:
-            if not (_ID.match(site) and _ID.match(machine)):
-                raise ValueError(
-                    f"site and machine ids must match {_ID.pattern}: got {site!r}/{machine!r}"
-                )
+            if not (rule.match(site) and rule.match(machine)):
+                raise ValueError(f"{what} ids must match {rule.pattern}: got {site!r}/{machine!r}")
         existing = self.principals.get(username)
         if existing is not None:
             if existing.role != role:

@@ -139,13 +139,35 @@ def test_arbor_machines_add_sparkplug_writes_the_credentials_file(
     monkeypatch.setenv("ARBOR_MQTT_PORT", str(broker.settings.mqtt_port))
     assert arbor_main(["machines", "add", "--sparkplug", "plant1/edge9"]) == 0
     out = capsys.readouterr().out
-    assert "Sparkplug edge node plant1/edge9: broker user spb.plant1.edge9" in out
+    assert "Sparkplug edge node plant1/edge9: broker user spb/plant1/edge9" in out
     secrets = json.loads((broker.settings.secrets_dir / "machines.json").read_text())
     entry = secrets["spBv1.0/plant1/edge9"]
-    assert entry["username"] == "spb.plant1.edge9"
+    assert entry["username"] == "spb/plant1/edge9"
     # the account works at once (the CLI reloaded the broker and waited)
     with MqttConn(broker.endpoint(entry["username"], entry["password"])) as conn:
         assert conn.connect() == 0
         assert conn.publish("spBv1.0/plant1/NBIRTH/edge9", b"birth") < 128
     assert arbor_main(["machines", "add", "--sparkplug", "not-a-pair"]) == 2
     assert "expected GROUP/NODE" in capsys.readouterr().err
+
+
+def test_ignition_default_ids_with_capitals_spaces_and_dots(
+    broker: TlsBroker, observer: MqttConn
+) -> None:
+    """Ignition's MQTT Transmission names its group "Edge Nodes" and its nodes "Edge Node
+    <id>"; IP addresses are common node ids. Such a node gets its own account and the same
+    rights as any other: its own topics, not its neighbour's."""
+    group, node = "Edge Nodes", "Edge Node 10.0.0.7"
+    creds = broker.machines([(group, node)], sparkplug=True)
+    user, password = creds[(group, node)]
+    assert user == f"spb/{group}/{node}"
+    own, other = f"spBv1.0/{group}/NBIRTH/{node}", f"spBv1.0/{group}/NBIRTH/Edge Node 10.0.0.8"
+    with MqttConn(broker.endpoint(user, password)) as conn:
+        assert conn.connect() == 0
+        assert conn.publish(own, b"own birth") < 128
+        assert conn.publish(other, b"not its own") == 135
+    _sentinel(broker, observer)
+    assert observer.received(own, b"own birth")
+    assert not observer.received(other, b"not its own")
+    with pytest.raises(ValueError, match="Sparkplug group and edge node ids"):
+        broker.machines([("Edge Nodes", "a:b")], sparkplug=True)
