@@ -263,6 +263,7 @@ class _Component:
     name: str | None
     id: str
     is_spindle: bool
+    loads: int = 0  # LOAD samples declared in it (a mill-turn spindle has the C axis's too)
 
 
 _AXIS_NAME = re.compile(r"([xyzabc])\d*", re.IGNORECASE)
@@ -295,8 +296,15 @@ def _catalogue_signal(
         return "spindle_override"  # MTConnect 1.1 overrides were speeds in PERCENT
     if units == "PERCENT" and typ == "PATH_FEEDRATE":
         return "feed_override"
-    if comp.is_spindle and typ == "LOAD" and sub in (None, "ACTUAL") and axis in ("a", "b", "c"):
+    if (
+        comp.is_spindle
+        and comp.loads > 1
+        and typ == "LOAD"
+        and sub in (None, "ACTUAL")
+        and axis in ("a", "b", "c")
+    ):
         # a spindle that is also a C axis (mill-turn) may carry both loads: ``Cload``, ``Sload``
+        # (alone, ``Cload`` of a Rotary C spindle is the spindle's load: cppagent's VMC-3Axis)
         label = (elem.get("name") or elem.get("id") or "").lower()
         if label.startswith(axis) and not label.startswith("s"):
             return f"load_{axis}"
@@ -419,8 +427,13 @@ def _unique_label(walk: _Walk, label: str, comp_id: str) -> str:
 def _walk(elem: ET.Element, walk: _Walk) -> None:
     model = walk.model
     tag = _local(elem.tag)
-    comp = _Component(tag, elem.get("name"), elem.get("id") or "", _is_spindle(elem))
     items = _direct_items(elem)
+    loads = sum(
+        1
+        for e in items
+        if (e.get("type") or "").upper() == "LOAD" and (e.get("category") or "").upper() == "SAMPLE"
+    )
+    comp = _Component(tag, elem.get("name"), elem.get("id") or "", _is_spindle(elem), loads)
     conditions = [e for e in items if (e.get("category") or "").upper() == "CONDITION"]
     base_label = _component_label(comp)
     if conditions:

@@ -208,3 +208,21 @@ def test_fanuc_and_haas_device_files() -> None:
     (haas,) = load_devices(REAL / "haas-Devices.xml")
     assert haas.lookup("spindle_speed") is haas.lookup("Sspeed") is haas.lookup("s1")
     assert {i.id: i.target.signal for i in haas.items}["PartCount"] == "part_count"
+
+
+def test_cppagent_vmc_3axis_device_file() -> None:
+    # the reference agent's simulator device: its spindle is the Rotary C, whose only load is
+    # called Cload; overrides in the 1.1 form; feedrate in MILLIMETER/SECOND
+    (vmc,) = load_devices(REAL / "vmc-3axis-Devices.xml")
+    by_key = {k: vmc.lookup(k) for k in ("Cload", "spindle_speed", "SspeedOvr", "path_feedrate")}
+    signal = {k: item.target.signal for k, item in by_key.items() if item is not None}
+    assert signal == {
+        "Cload": "spindle_load",
+        "spindle_speed": "spindle_speed",
+        "SspeedOvr": "spindle_override",
+        "path_feedrate": "feedrate",
+    }
+    feed = vmc.lookup("path_feedrate")
+    assert feed is not None and feed.target.scale == 60.0
+    assert {i.id: i.target.signal for i in vmc.items}["Fovr"] == "feed_override"
+    assert {i.id: i.target.signal for i in vmc.items}["cnt1"] == "tool_number"  # TOOL_ID
