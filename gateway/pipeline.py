@@ -142,9 +142,14 @@ def _number(text: str) -> float:
         return float(head)
 
 
+def _unavailable(text: str) -> bool:
+    """``UNAVAILABLE`` in any case, also written ``@UNAVAILABLE@``."""
+    return text.strip().strip("@").upper() == "UNAVAILABLE"
+
+
 def _convert(target: Target, raw: str) -> Scalar:
     text = raw.strip()
-    if text.upper() == "UNAVAILABLE":
+    if _unavailable(text):
         return None
     dtype = target.dtype
     if dtype is Dtype.FLOAT:
@@ -197,7 +202,7 @@ def normalise(obs: Observation) -> list[CanonicalItem]:
             return [CanonicalItem(obs.ts, target.signal, target.channel, value)]
         return [CanonicalItem(obs.ts, target.signal, target.channel, _convert(target, f[0]))]
     if kind is TargetKind.CONDITION:
-        level = f[0].strip().upper()
+        level = "UNAVAILABLE" if _unavailable(f[0]) else f[0].strip().upper()
         if level not in _LEVELS:
             raise _BadValueError(
                 f"condition level {f[0][:20]!r} is not one of {', '.join(_LEVELS)}"
@@ -214,11 +219,11 @@ def normalise(obs: Observation) -> list[CanonicalItem]:
     if kind is TargetKind.MESSAGE:
         code, text = f[0].strip(), f[1].strip()
         value = text or code
-        if value.upper() == "UNAVAILABLE":
+        if _unavailable(value):
             return [CanonicalItem(obs.ts, "message", SignalChannel.EVENT, None)]
         return [CanonicalItem(obs.ts, "message", SignalChannel.EVENT, value[:_MAX_TEXT])]
     # PATH_POSITION: "x y z"
-    if f[0].strip().upper() == "UNAVAILABLE":
+    if _unavailable(f[0]):
         return []
     parts = f[0].split()
     if len(parts) != 3:

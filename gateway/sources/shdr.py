@@ -434,9 +434,17 @@ class ShdrParser:
                 else:
                     self._malformed(line, f"{key}: expected {arity} fields, got {len(values)}")
                     break
+            i += 1 + arity
+            if arity in (2, 5) and i < n and not self._known(tokens[i]):
+                # a MESSAGE's or CONDITION's text with an unescaped pipe in it: the text runs on
+                # up to the next declared key (the reference agent drops the rest of the line)
+                j = i + 1
+                while j < n and not self._known(tokens[j]):
+                    j += 1
+                values[-1] = "|".join([values[-1], *tokens[i:j]])
+                i = j
             out.append(Observation(device, item, ts, arrival, tuple(values), on_arrival))
             self.stats.observations += 1
-            i += 1 + arity
         return out
 
     def _asset_device(self, asset_id: str) -> tuple[DeviceModel | None, str]:

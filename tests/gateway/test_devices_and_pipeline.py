@@ -487,3 +487,31 @@ def test_lines_shaped_like_a_siemens_840d_adapter(tmp_path: Path) -> None:
     assert values["part_count"] == [0]
     assert values["x_mtc_pathpos_y"] == [1060.0]
     assert pipeline.stats.invalid_values == 0
+
+
+def test_unavailable_written_with_at_signs(tmp_path: Path) -> None:
+    pipeline, store, parser = _pipeline(tmp_path)
+    for line in [
+        "2024-05-01T10:00:00Z|execution|ACTIVE|Xact|1.5|msg|M1|hello",
+        "2024-05-01T10:00:01Z|execution|@UNAVAILABLE@|Xact|@UNAVAILABLE@|msg||@UNAVAILABLE@",
+        "2024-05-01T10:00:02Z|system|@UNAVAILABLE@||||",
+    ]:
+        pipeline.process(parser.feed(line, NOW))
+    pipeline.flush()
+    values: dict[str, list[object]] = {}
+    levels = []
+    for topic, payload, _session in _messages(store, pipeline.state):
+        if topic.endswith("/telemetry"):
+            for s in decode_telemetry(payload).samples:
+                for k, v in s.values.items():
+                    values.setdefault(k, []).append(v)
+            continue
+        for ev in decode_event(payload).events:
+            if ev.signal == "condition":
+                levels.append(ev.condition.level)  # type: ignore[union-attr]
+            else:
+                values.setdefault(ev.signal, []).append(ev.value)  # type: ignore[union-attr]
+    assert values["execution"] == ["ACTIVE", None]
+    assert values["position_x"] == [1.5, None]
+    assert values["message"] == ["hello", None]
+    assert levels == ["UNAVAILABLE"] and pipeline.stats.invalid_values == 0

@@ -379,3 +379,14 @@ def test_runs_of_undeclared_keys_are_each_logged(
     assert [(o.item.id, o.fields) for o in records] == [("Xact", ("4",))]
     assert parser.stats.unknown_keys == 3
     assert all(f"'{k}'" in caplog.text for k in ("u1", "u2", "u3"))
+
+
+def test_a_pipe_left_unescaped_in_a_message_or_condition_text(parser: ShdrParser) -> None:
+    (m,) = obs(parser.feed("2024-05-01T10:00:00Z|msg|M1|Door | open: cycle held", NOW))
+    assert m.fields == ("M1", "Door | open: cycle held")
+    records = obs(parser.feed("2024-05-01T10:00:00Z|system|FAULT|9|1||Servo A|B alarm|Xact|2", NOW))
+    assert [(o.item.id, o.fields[-1]) for o in records] == [
+        ("system", "Servo A|B alarm"),
+        ("Xact", "2"),
+    ]
+    assert parser.stats.unknown_keys == 0
