@@ -315,9 +315,8 @@ class ShdrParser:
             duration = _DURATION_RE.search(bare)
             if duration is not None and duration.end() == len(bare):
                 bare = bare[: duration.start()].strip()
-        if bare[4:5] != "-" and _RELATIVE_RE.fullmatch(
-            bare
-        ):  # relative time: ms since some point of the adapter's
+        relative = bare[4:5] != "-" and _RELATIVE_RE.fullmatch(bare) is not None
+        if relative:  # milliseconds since some point of the adapter's own
             offset = float(bare)
             if self._relative is None:
                 self._relative = (arrival, offset)
@@ -441,7 +440,11 @@ class ShdrParser:
                 j = i + 1
                 while j < n and not self._known(tokens[j]):
                     j += 1
-                values[-1] = "|".join([values[-1], *tokens[i:j]])
+                more = tokens[i:j]
+                while more and not more[-1].strip():  # trailing pipes are not text
+                    more.pop()
+                if more:
+                    values[-1] = "|".join([values[-1], *more])
                 i = j
             out.append(Observation(device, item, ts, arrival, tuple(values), on_arrival))
             self.stats.observations += 1

@@ -390,3 +390,10 @@ def test_a_pipe_left_unescaped_in_a_message_or_condition_text(parser: ShdrParser
         ("Xact", "2"),
     ]
     assert parser.stats.unknown_keys == 0
+
+
+def test_trailing_pipes_after_a_condition_or_message(parser: ShdrParser) -> None:
+    (c,) = obs(parser.feed("2024-05-01T10:00:00Z|system|FAULT|9|1|HIGH|Servo alarm||", NOW))
+    assert c.fields == ("FAULT", "9", "1", "HIGH", "Servo alarm")
+    (m,) = obs(parser.feed("2024-05-01T10:00:00Z|msg|M1|hello|", NOW))
+    assert m.fields == ("M1", "hello") and parser.stats.malformed == 0
