@@ -147,7 +147,7 @@ def _unavailable(text: str) -> bool:
     return text.strip().strip("@").upper() == "UNAVAILABLE"
 
 
-def _convert(target: Target, raw: str) -> Scalar:
+def _convert(target: Target, raw: str, converted: bool = False) -> Scalar:
     text = raw.strip()
     if _unavailable(text):
         return None
@@ -163,6 +163,8 @@ def _convert(target: Target, raw: str) -> Scalar:
             raise _BadValueError(f"not a number: {text[:40]!r}") from None
         if not math.isfinite(number):
             raise _BadValueError(f"not a finite number: {text!r}")
+        if converted:  # the adapter sends ``units``, not ``nativeUnits``
+            return number * target.units_scale + target.units_offset
         if target.scale != 1.0 or target.offset:
             return number * target.scale + target.offset
         return number
@@ -198,9 +200,10 @@ def normalise(obs: Observation) -> list[CanonicalItem]:
             return _time_series(obs)
         if len(f) > 1:  # an ALARM (MTConnect 1.1): code|native_code|severity|state|text
             words = [x.strip() for x in f if x.strip()]
-            value = None if not words or words[0].upper() == "UNAVAILABLE" else " ".join(words)
-            return [CanonicalItem(obs.ts, target.signal, target.channel, value)]
-        return [CanonicalItem(obs.ts, target.signal, target.channel, _convert(target, f[0]))]
+            text = None if not words or _unavailable(words[0]) else " ".join(words)
+            return [CanonicalItem(obs.ts, target.signal, target.channel, text)]
+        value = _convert(target, f[0], obs.converted)
+        return [CanonicalItem(obs.ts, target.signal, target.channel, value)]
     if kind is TargetKind.CONDITION:
         level = "UNAVAILABLE" if _unavailable(f[0]) else f[0].strip().upper()
         if level not in _LEVELS:
@@ -251,10 +254,13 @@ def _time_series(obs: Observation) -> list[CanonicalItem]:
     if not values:
         return []
     if rate <= 0:  # no rate: only the last value can be placed in time
-        return [CanonicalItem(obs.ts, target.signal, target.channel, _convert(target, values[-1]))]
+        value = _convert(target, values[-1], obs.converted)
+        return [CanonicalItem(obs.ts, target.signal, target.channel, value)]
     step = timedelta(seconds=1 / rate)
     return [
-        CanonicalItem(obs.ts + i * step, target.signal, target.channel, _convert(target, v))
+        CanonicalItem(
+            obs.ts + i * step, target.signal, target.channel, _convert(target, v, obs.converted)
+        )
         for i, v in enumerate(values)
     ]
 

@@ -63,6 +63,10 @@ class Target:
     values: tuple[str, ...] | None = None
     component: str = ""
     offset: float = 0.0  # added after ``scale`` (FAHRENHEIT -> CELSIUS)
+    # the same from the DataItem's ``units``: for an adapter that says ``* conversionRequired:
+    # no`` (it sends values already in ``units``, not in ``nativeUnits``)
+    units_scale: float = 1.0
+    units_offset: float = 0.0
 
     @property
     def channel(self) -> SignalChannel:
@@ -241,13 +245,17 @@ _CONVERSIONS: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
-def _conversion(unit: str | None, elem: ET.Element) -> tuple[float, float]:
-    """(scale, offset) from what the adapter sends for ``elem`` to the catalogue ``unit``."""
-    native = (elem.get("nativeUnits") or elem.get("units") or "").strip().upper()
+def _conversion(unit: str | None, elem: ET.Element, native: bool = True) -> tuple[float, float]:
+    """(scale, offset) from what the adapter sends for ``elem`` (its ``nativeUnits``, else
+    ``units``; only ``units`` when not ``native``) to the catalogue ``unit``."""
+    given = (elem.get("nativeUnits") if native else None) or elem.get("units") or ""
+    native_units = given.strip().upper()
     if unit == "kW":
-        scale, offset = _WATTS.get(native or "WATT", 0.001), 0.0
+        scale, offset = _WATTS.get(native_units or "WATT", 0.001), 0.0
     else:
-        scale, offset = _CONVERSIONS.get(unit or "", {}).get(native, (1.0, 0.0))
+        scale, offset = _CONVERSIONS.get(unit or "", {}).get(native_units, (1.0, 0.0))
+    if not native:
+        return scale, offset
     try:  # nativeScale: the adapter sends value * nativeScale
         native_scale = float(elem.get("nativeScale") or 1.0)
     except ValueError:
@@ -360,10 +368,20 @@ def _target(elem: ET.Element, comp: _Component, label: str) -> Target:
         kind = (
             TargetKind.TELEMETRY if signal.channel is SignalChannel.TELEMETRY else TargetKind.EVENT
         )
-        scale, offset = (1.0, 0.0)
+        scale, offset, units_scale, units_offset = (1.0, 0.0, 1.0, 0.0)
         if signal.dtype is Dtype.FLOAT:
             scale, offset = _conversion(signal.unit, elem)
-        return Target(kind, signal.name, signal.dtype, scale, signal.values, offset=offset)
+            units_scale, units_offset = _conversion(signal.unit, elem, native=False)
+        return Target(
+            kind,
+            signal.name,
+            signal.dtype,
+            scale,
+            signal.values,
+            offset=offset,
+            units_scale=units_scale,
+            units_offset=units_offset,
+        )
     return _vendor_target(cat, item_id)
 
 

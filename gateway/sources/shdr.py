@@ -67,6 +67,7 @@ class Observation:
     arrival: datetime
     fields: tuple[str, ...]
     stamped_on_arrival: bool = False
+    converted: bool = False  # the adapter said ``* conversionRequired: no``: values in ``units``
 
 
 @dataclass(slots=True)
@@ -247,6 +248,7 @@ class ShdrParser:
         self._last_ts = datetime.min.replace(tzinfo=UTC)
         self._relative: tuple[datetime, float] | None = None  # (arrival, offset ms) of the first
         self._device_model_logged = False
+        self.converted = False  # ``* conversionRequired: no`` from the adapter
 
     # -- public -----------------------------------------------------------------------------
 
@@ -275,6 +277,7 @@ class ShdrParser:
             self._malformed(self._multiline.first_line, "multiline value cut off by a reconnect")
         self._multiline = None
         self._relative = None
+        self.converted = False
 
     # -- internals --------------------------------------------------------------------------
 
@@ -299,6 +302,8 @@ class ShdrParser:
             return [Command("ping", body[4:].lstrip(" :").strip())]
         name, _, value = body.partition(":")
         command = Command(name.strip().lower(), value.strip())
+        if command.name == "conversionrequired":
+            self.converted = command.value.lower() in ("no", "false", "0", "n")
         if command.name == "device":
             device = self._by_name.get(command.value)
             if device is None:
@@ -446,7 +451,9 @@ class ShdrParser:
                 if more:
                     values[-1] = "|".join([values[-1], *more])
                 i = j
-            out.append(Observation(device, item, ts, arrival, tuple(values), on_arrival))
+            out.append(
+                Observation(device, item, ts, arrival, tuple(values), on_arrival, self.converted)
+            )
             self.stats.observations += 1
         return out
 

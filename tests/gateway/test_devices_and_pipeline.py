@@ -515,3 +515,25 @@ def test_unavailable_written_with_at_signs(tmp_path: Path) -> None:
     assert values["position_x"] == [1.5, None]
     assert values["message"] == ["hello", None]
     assert levels == ["UNAVAILABLE"] and pipeline.stats.invalid_values == 0
+
+
+def test_an_adapter_that_converts_its_values_itself(tmp_path: Path) -> None:
+    # ``* conversionRequired: no`` (a command of the reference agent's adapter protocol): the
+    # values are already in the DataItem's ``units`` (MILLIMETER), not its ``nativeUnits`` (INCH)
+    pipeline = MachinePipeline(
+        MachineState("s1", "m1"), DiskQueue(tmp_path / "q.sqlite"), PipelineConfig()
+    )
+    parser = ShdrParser(parse_devices(_UNITS_XML))
+    pipeline.process(parser.feed("2024-05-01T10:00:00Z|xp|1", NOW))
+    parser.feed("* conversionRequired: no", NOW)
+    pipeline.process(parser.feed("2024-05-01T10:00:01Z|xp|30", NOW))
+    parser.reset()  # a new connection: the adapter says it again if it still means it
+    pipeline.process(parser.feed("2024-05-01T10:00:02Z|xp|2", NOW))
+    pipeline.flush()
+    values = [
+        s.values["position_x"]
+        for topic, payload, _ in _messages(pipeline.store, pipeline.state)
+        if topic.endswith("/telemetry")
+        for s in decode_telemetry(payload).samples
+    ]
+    assert values == [pytest.approx(25.4), 30.0, pytest.approx(50.8)]
