@@ -14,8 +14,10 @@ cross the wire), in minutes:
   workday; every tenth machine has its last FAULT still open.
 * telemetry (spindle_load, feedrate, spindle_speed) as ingest would have rolled it up: hourly
   buckets for every powered hour of the D days, minute buckets for the last ``--minute-days``
-  (the 7-day window reads those), both with their watermark at the start of the current hour,
-  and raw 1 Hz samples after it (what ingest's rollup job has not reached yet).
+  and 5-minute buckets summed from them (the 7-day window reads those), all with their watermark
+  at the start of the current hour, and raw 1 Hz samples after it (what ingest's rollup job has
+  not reached yet). A kept database generated before sample_5m gets its 5-minute buckets from
+  its minute buckets when benched again.
 
 Then ``arbor api`` (uvicorn, the shipped defaults: pool of 10 connections) serves it and 20
 asyncio clients ask, one kind of request at a time, for:
