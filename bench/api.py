@@ -98,7 +98,8 @@ _SIGNALS = ("spindle_load", "feedrate", "spindle_speed")
 
 def _five_minute_sql(lo: str, hi: str) -> str:
     """sample_5m from sample_1m's rows in [lo, hi) (psycopg parameters), as ingest's job
-    (ingest/jobs.py, migration 0008) would write it: sample-count weighted averages."""
+    (ingest/jobs.py, migration 0008) would write it: sample-count weighted averages, laid out
+    as the job lays them out (an hour at a time, ordered by machine: ROLLUP_BATCH)."""
     columns = ", ".join(f"{s}_avg, {s}_min, {s}_max" for s in _SIGNALS)
     aggregates = ", ".join(
         f"sum({s}_avg * n) / nullif(sum(n) FILTER (WHERE {s}_avg IS NOT NULL), 0), "
@@ -108,7 +109,9 @@ def _five_minute_sql(lo: str, hi: str) -> str:
     return f"""INSERT INTO sample_5m (bucket, machine_id, n, {columns})
            SELECT time_bucket(INTERVAL '5 minutes', bucket), machine_id, sum(n), {aggregates}
              FROM sample_1m WHERE bucket >= {lo} AND bucket < {hi}
-            GROUP BY 1, 2"""  # noqa: S608
+            GROUP BY 1, 2
+            ORDER BY time_bucket(INTERVAL '1 hour', time_bucket(INTERVAL '5 minutes', bucket)),
+                     2, 1"""  # noqa: S608
 
 
 _STEPS = [
