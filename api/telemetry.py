@@ -123,15 +123,17 @@ class Series:
     sources: list[str]
 
 
-def _part_sql(table: str, signals: list[str], k: int) -> str:
+def _part_sql(table: str, signals: list[str], k: int, exact: bool = False) -> str:
     """Segment `k`'s rows (bounds `$k`, `$k+1`; `$3` the machine), each with its bucket (`$1`
-    wide from `$2`) and per signal: min, max, sum and count of samples."""
+    wide from `$2`) and per signal: min, max, sum and count of samples (sums in numeric with
+    `exact`)."""
+    num = "::numeric" if exact else ""
     if table == "sample":
-        values = ", ".join(f"{s}, {s}, {s}, ({s} IS NOT NULL)::int" for s in signals)
+        values = ", ".join(f"{s}, {s}, {s}{num}, ({s} IS NOT NULL)::int" for s in signals)
         column = "ts"
     else:
         values = ", ".join(
-            f"{s}_min, {s}_max, {s}_avg * n, CASE WHEN {s}_avg IS NOT NULL THEN n END"
+            f"{s}_min, {s}_max, {s}_avg{num} * n, CASE WHEN {s}_avg IS NOT NULL THEN n END"
             for s in signals
         )
         column = "bucket"
@@ -141,11 +143,11 @@ def _part_sql(table: str, signals: list[str], k: int) -> str:
                  FROM {table} WHERE machine_id = $3 AND {column} >= ${k} AND {column} < ${k + 1}"""  # noqa: S608
 
 
-def _downsample_sql(parts: list[Segment], signals: list[str]) -> str:
+def _downsample_sql(parts: list[Segment], signals: list[str], exact: bool = False) -> str:
     """One statement for every segment: their rows aggregated per bucket, in one pass (as cheap
     as a single table's query: pgbench, the bench's week from sample_5m)."""
     union = "\n UNION ALL\n".join(
-        _part_sql(p.table, signals, 4 + 2 * k) for k, p in enumerate(parts)
+        _part_sql(p.table, signals, 4 + 2 * k, exact) for k, p in enumerate(parts)
     )
     names = ", ".join(f"{s}_min, {s}_max, {s}_sum, {s}_n" for s in signals)
     aggs = ", ".join(
@@ -219,9 +221,13 @@ async def downsample(
     parts = segments(start, end, chain, marks)
     used = {part.table for part in parts}
     bounds: list[Any] = [b for part in parts for b in (part.lo, part.hi)]
-    rows = await conn.fetch(
-        _downsample_sql(parts, signals), timedelta(seconds=p.bucket_s), start, mid, *bounds
-    )
+    args = (timedelta(seconds=p.bucket_s), start, mid, *bounds)
+    try:
+        rows = await conn.fetch(_downsample_sql(parts, signals), *args)
+    except asyncpg.NumericValueOutOfRangeError:
+        # Values near float8's limit (valid on the wire: finite) overflow a float8 sum; the
+        # same answer in numeric, only then (several times the CPU).
+        rows = await conn.fetch(_downsample_sql(parts, signals, exact=True), *args)
     # Columns at C speed: a Python loop over every value cost the API more than the query.
     t, *columns = (
         (list(c) for c in zip(*rows, strict=True))

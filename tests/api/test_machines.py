@@ -831,3 +831,28 @@ def test_fleet_list_bytes_are_the_declared_model(site: str, viewer: httpx.Client
     r = viewer.get("/api/v1/machines", params={"site": site})
     models = [MachineStatus.model_validate(m) for m in r.json()]
     assert r.content == TypeAdapter(list[MachineStatus]).dump_json(models)
+
+
+def test_telemetry_of_values_near_the_float_limit(
+    site: str, api_database: str, viewer: httpx.Client
+) -> None:
+    """1e308 is a valid (finite) value on the wire; two in one bucket overflowed PostgreSQL's
+    float8 sum and the chart's request failed with a 500. (After every rollup watermark the
+    other tests set: raw samples.)"""
+    add_machines(api_database, [(site, "huge")])
+    with psycopg.connect(api_database, autocommit=True) as conn:
+        (mid,) = conn.execute(
+            "SELECT id FROM machine WHERE site = %s AND machine = 'huge'", [site]
+        ).fetchone() or (None,)
+        for k, value in enumerate((1e308, 1.5e308, -1e308, 2.0)):
+            conn.execute(
+                "INSERT INTO sample (machine_id, ts, spindle_load) VALUES (%s, %s, %s)",
+                [mid, _t("10:00") + k * _10S, value],
+            )
+    params = {"from": f"{DAY}T10:00:00Z", "to": f"{DAY}T10:01:00Z", "signals": "spindle_load",
+              "points": "1"}  # fmt: skip
+    response = viewer.get(f"/api/v1/machines/{site}:huge/telemetry", params=params)
+    assert response.status_code == 200, response.text
+    load = response.json()["series"]["spindle_load"]
+    assert load["min"] == [-1e308] and load["max"] == [1.5e308]
+    assert load["avg"] == [pytest.approx((1.5e308 + 2.0) / 4)]  # summed exactly: 3.75e307
