@@ -17,7 +17,7 @@ from gateway.errors import DeviceModelError
 from gateway.pipeline import TOOL_SIGNAL, MachinePipeline, MachineState
 from gateway.sources.devices import load_devices, parse_devices, select_device
 from gateway.sources.shdr import ShdrParser
-from protocol import decode_event, decode_telemetry
+from protocol import Condition, decode_event, decode_telemetry
 from tests.gateway.helpers import DATA
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -72,6 +72,27 @@ def _pipeline(tmp_path: Path, **cfg: object) -> tuple[MachinePipeline, DiskQueue
 def _messages(store: DiskQueue, state: MachineState) -> list[tuple[str, bytes, str]]:
     rows = store.pending(state.key, after=0, limit=10_000, session="", live=False)
     return [(r.topic, r.payload, r.session) for r in rows]
+
+
+def _published(
+    store: DiskQueue, state: MachineState
+) -> tuple[dict[str, list[object]], list[Condition]]:
+    """What the machine's queued messages say: each signal's values in order (telemetry and
+    value events alike), and the conditions."""
+    values: dict[str, list[object]] = {}
+    conditions: list[Condition] = []
+    for topic, payload, _session in _messages(store, state):
+        if topic.endswith("/telemetry"):
+            for sample in decode_telemetry(payload).samples:
+                for k, v in sample.values.items():
+                    values.setdefault(k, []).append(v)
+            continue
+        for ev in decode_event(payload).events:
+            if ev.signal == "condition":
+                conditions.append(ev.condition)  # type: ignore[union-attr]
+            else:
+                values.setdefault(ev.signal, []).append(ev.value)  # type: ignore[union-attr]
+    return values, conditions
 
 
 def test_capture_through_the_pipeline(tmp_path: Path) -> None:
@@ -462,19 +483,7 @@ def test_lines_shaped_like_a_siemens_840d_adapter(tmp_path: Path) -> None:
     ]:
         pipeline.process(parser.feed(line + "\r\n", NOW))
     pipeline.flush()
-    values: dict[str, list[object]] = {}
-    conditions = []
-    for topic, payload, _session in _messages(store, pipeline.state):
-        if topic.endswith("/telemetry"):
-            for s in decode_telemetry(payload).samples:
-                for k, v in s.values.items():
-                    values.setdefault(k, []).append(v)
-            continue
-        for ev in decode_event(payload).events:
-            if ev.signal == "condition":
-                conditions.append(ev.condition)  # type: ignore[union-attr]
-            else:
-                values.setdefault(ev.signal, []).append(ev.value)  # type: ignore[union-attr]
+    values, conditions = _published(store, pipeline.state)
     assert [(c.level, c.code, c.text) for c in conditions] == [
         ("WARNING", "120120(1)", "Summalarm för fel vid åtkomst"),
         ("WARNING", "120120(2)", "Kabinentür öffnet nicht."),
@@ -498,19 +507,8 @@ def test_unavailable_written_with_at_signs(tmp_path: Path) -> None:
     ]:
         pipeline.process(parser.feed(line, NOW))
     pipeline.flush()
-    values: dict[str, list[object]] = {}
-    levels = []
-    for topic, payload, _session in _messages(store, pipeline.state):
-        if topic.endswith("/telemetry"):
-            for s in decode_telemetry(payload).samples:
-                for k, v in s.values.items():
-                    values.setdefault(k, []).append(v)
-            continue
-        for ev in decode_event(payload).events:
-            if ev.signal == "condition":
-                levels.append(ev.condition.level)  # type: ignore[union-attr]
-            else:
-                values.setdefault(ev.signal, []).append(ev.value)  # type: ignore[union-attr]
+    values, conditions = _published(store, pipeline.state)
+    levels = [c.level for c in conditions]
     assert values["execution"] == ["ACTIVE", None]
     assert values["position_x"] == [1.5, None]
     assert values["message"] == ["hello", None]
