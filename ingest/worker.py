@@ -274,6 +274,8 @@ class Worker:
         m.gaps.inc(stats.gaps)
         now = datetime.now(UTC)
         for a in batch.accepted:
+            if a.historical:
+                continue  # a replayed backlog is hours old by design: not ingest's latency
             newest = a.wide[-1][0] if a.wide else a.ts
             m.latency.observe(max(0.0, (now - newest).total_seconds()))
         m.lag.set(0.0)

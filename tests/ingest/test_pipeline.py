@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from protocol import Sample, Telemetry, encode
 from tests.conftest import MqttSettings
 from tests.ingest.helpers import (
     Publisher,
@@ -369,3 +370,28 @@ def test_a_replayed_backlog_reaches_the_rollups(
         what="the replay counted as duplicates",
     )
     assert {t: rolled(t) for t in expected} == expected
+
+
+def test_a_replayed_backlog_does_not_count_as_ingest_latency(
+    db: str, worker: int, pub: Publisher, unique_site: str
+) -> None:
+    """The latency histogram is for dashboards and alerts on ingest itself: a gateway's disk
+    buffer replayed after an outage (historical, hours old) would read as hours of latency."""
+    site, m = unique_site, "m-latency"
+    base = f"arbor/v1/{site}/{m}"
+    pub.publish(f"{base}/status", status("s-lat", True), retain=True)
+    assert pub.flush() == [0]
+    wait_until(lambda: _count(db, "message_ledger", site, m) >= 1, what="the birth")
+    old = datetime.now(UTC) - timedelta(hours=2)
+    replay = Telemetry(
+        session="s-lat", seq=0, historical=True,
+        samples=[Sample(ts=old, values={"spindle_speed": 1.0})],
+    )  # fmt: skip
+    count = "arbor_ingest_latency_seconds_count"
+    before = metric(worker, count)
+    pub.publish(f"{base}/telemetry", encode(replay))
+    pub.publish(f"{base}/telemetry", telemetry("s-lat", 1, n=1))
+    assert pub.flush() == [0, 0]
+    wait_until(lambda: _count(db, "message_ledger", site, m) >= 3, what="both stored")
+    wait_until(lambda: metric(worker, count) >= before + 1, what="the live one counted")
+    assert metric(worker, count) == before + 1  # the live message only
