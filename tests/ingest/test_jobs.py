@@ -305,3 +305,33 @@ def test_extreme_but_valid_values_and_seqs_do_not_stop_the_jobs(db: str) -> None
     assert minutes == [(2, 2e200, 1e200, 3e200), (2, 0.0, -1e300, 1e300)]
     assert hours == [(4, 1e200)]  # (1e200 + 3e200 - 1e300 + 1e300) / 4, exactly
     assert gaps == [(0, top - 4), (top - 2, top - 2)]  # the session's lost head, and the hole
+
+
+def test_a_hole_waits_for_the_message_after_it_to_settle(db: str) -> None:
+    """After an outage the message before a hole is minutes old while the replayed backlog is
+    still being committed (two workers, out of order): the hole is not a gap until the message
+    after it has been stored gap_settle_s ago. Recording it earlier left open gaps over seqs the
+    replay then stored (make drills, disk-buffer drill)."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        mid = conn.execute(
+            "INSERT INTO machine (site, machine) VALUES ('s', 'replay') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        ledger = (
+            "INSERT INTO message_ledger VALUES (%s, 'r', %s, now() - interval '5 min', "
+            "now() - %s::interval, 'telemetry', 1)"
+        )
+        conn.execute(ledger, [mid, 0, "10 minutes"])  # before the outage
+        conn.execute(ledger, [mid, 5, "1 second"])  # just committed, 1..4 may still come
+    query = "SELECT first_missing, last_missing FROM sequence_gap WHERE machine_id = %s"
+    _run(db, gap_settle_s=10)
+    with psycopg.connect(db, autocommit=True) as conn:
+        assert conn.execute(query, [mid]).fetchall() == []
+        conn.execute(ledger, [mid, 2, "1 second"])  # part of the replay arrives
+        conn.execute(
+            "UPDATE message_ledger SET received_at = received_at - interval '1 minute' "
+            "WHERE machine_id = %s AND seq IN (2, 5)",
+            [mid],
+        )
+    _run(db, gap_settle_s=10)
+    with psycopg.connect(db) as conn:
+        assert sorted(conn.execute(query, [mid]).fetchall()) == [(1, 1), (3, 4)]
