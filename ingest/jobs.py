@@ -124,7 +124,7 @@ SELECT id, now(), 'status', 'unknown', 'silent' FROM silent
 def rollup_sql(rollup: str, *, one_machine: bool = False, exact: bool = False) -> str:
     """Insert the buckets of [$1, $2) of one rollup table from `sample` (of machine $3 only
     with `one_machine`); the caller deletes them first. `exact`: averages in numeric, for
-    buckets whose float8 average overflows (:func:`_insert_buckets`)."""
+    buckets whose float8 average overflows (both: :func:`_rewrite_buckets`)."""
     width = ROLLUPS[rollup]
     cols = ", ".join(f"{s}_avg, {s}_min, {s}_max" for s in WIDE_SIGNALS)
     avg = "avg({}::numeric)::float8" if exact else "avg({})"
@@ -140,20 +140,26 @@ GROUP BY 1, 2 ORDER BY 2, 1
 """  # noqa: S608
 
 
-async def _insert_buckets(conn: asyncpg.Connection, name: str, *args: object) -> None:
-    """Insert rollup buckets (:func:`rollup_sql`; `args`: lo, hi[, machine]).
+async def _rewrite_buckets(
+    conn: asyncpg.Connection, name: str, lo: datetime, hi: datetime, machine: int | None = None
+) -> None:
+    """Replace the buckets of [lo, hi) of one rollup (of `machine` only, if given) with what
+    `sample` holds for them.
 
     PostgreSQL's float8 ``avg`` keeps a sum of squares, so one sample beyond ~1.3e154 (finite,
     valid on the wire) makes it fail with "value out of range: overflow". A bucket that cannot
     be written would hold the watermark, and every rollup of the factory, there for good: such
     a range is written again with numeric averages (exact; ~3x the CPU, so only then)."""
-    one_machine = len(args) == 3
+    one = machine is not None
+    args: tuple[object, ...] = (lo, hi, machine) if one else (lo, hi)
+    where = "bucket >= $1 AND bucket < $2" + (" AND machine_id = $3" if one else "")
+    await conn.execute(f"DELETE FROM {name} WHERE {where}", *args)  # noqa: S608
     try:
         async with conn.transaction():  # a savepoint: the retry needs a clean state
-            await conn.execute(rollup_sql(name, one_machine=one_machine), *args)
+            await conn.execute(rollup_sql(name, one_machine=one), *args)
     except asyncpg.NumericValueOutOfRangeError as exc:
         log.warning("rollups: %s over %s: float8 average overflowed (%s); numeric", name, args, exc)
-        await conn.execute(rollup_sql(name, one_machine=one_machine, exact=True), *args)
+        await conn.execute(rollup_sql(name, one_machine=one, exact=True), *args)
 
 
 async def _locked(conn: asyncpg.Connection, key: int) -> bool:
@@ -312,8 +318,7 @@ async def _rollup(conn: asyncpg.Connection, name: str, step: timedelta) -> None:
             f"SELECT time_bucket(INTERVAL '{seconds} seconds', $1::timestamptz)", lo
         )
         hi = min(final, start + max(step, batch) // batch * batch)
-        await conn.execute(f"DELETE FROM {name} WHERE bucket >= $1 AND bucket < $2", lo, hi)  # noqa: S608
-        await _insert_buckets(conn, name, lo, hi)
+        await _rewrite_buckets(conn, name, lo, hi)
     else:
         hi = final
     await conn.execute(
@@ -362,11 +367,7 @@ async def _rollup_late(conn: asyncpg.Connection, limit: int = 500) -> int:
             bhi = min(bhi, mark)  # buckets from the watermark on are still to be written
             if blo >= bhi:
                 continue
-            await conn.execute(
-                f"DELETE FROM {name} WHERE machine_id = $3 AND bucket >= $1 AND bucket < $2",  # noqa: S608
-                blo, bhi, mid,
-            )  # fmt: skip
-            await _insert_buckets(conn, name, blo, bhi, mid)
+            await _rewrite_buckets(conn, name, blo, bhi, mid)
     if skipped:
         log.warning(
             "rollups: late samples older than sample retention (since %s) left out of %d "
