@@ -666,6 +666,11 @@ def verify(
                         f"{machine} session {session}: {len(holes - recorded)} missing seqs "
                         "not recorded in sequence_gap"
                     )
+                if recorded & got:
+                    mc.problems.append(
+                        f"{machine} session {session}: {len(recorded & got)} seqs recorded "
+                        "missing in sequence_gap but stored"
+                    )
             gap_check(mc)
     return Verdict(checks, db["dead"], ledger_dups)
 
