@@ -27,6 +27,8 @@ __all__ = [
     "refresh_state_hours",
     "rollup_sql",
     "run_jobs",
+    "run_upkeep_jobs",
+    "run_watch_jobs",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,16 @@ async def _locked(conn: asyncpg.Connection, key: int) -> bool:
 
 async def run_jobs(conn: asyncpg.Connection, settings: IngestSettings, *, rollups: bool) -> None:
     """Run every job once (each in its own transaction, skipped if another worker holds it)."""
+    await run_watch_jobs(conn, settings)
+    await run_upkeep_jobs(conn, settings, rollups=rollups)
+
+
+async def run_watch_jobs(conn: asyncpg.Connection, settings: IngestSettings) -> None:
+    """The jobs whose answers users see within seconds: sequence gaps and silent machines.
+
+    The worker runs them on their own connection and loop, apart from `run_upkeep_jobs`: an hour
+    of `sample_1h` for a 10 Hz factory is ~70 s in one transaction, and behind it a machine that
+    went silent stayed "online" on the dashboard for that long."""
     async with conn.transaction():
         if await _locked(conn, _LOCK + 1):
             settle = timedelta(seconds=settings.gap_settle_s)
@@ -177,6 +189,12 @@ async def run_jobs(conn: asyncpg.Connection, settings: IngestSettings, *, rollup
     async with conn.transaction():
         if await _locked(conn, _LOCK + 2):
             await conn.execute(_SILENT_SQL, timedelta(seconds=settings.silence_timeout_s))
+
+
+async def run_upkeep_jobs(
+    conn: asyncpg.Connection, settings: IngestSettings, *, rollups: bool
+) -> None:
+    """The jobs that may take long: rollups (Apache edition), retention, state hours."""
     if rollups:
         for name in ROLLUPS:
             async with conn.transaction():

@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -27,7 +28,7 @@ from prometheus_client import start_http_server
 from ingest.config import IngestSettings
 from ingest.copybinary import SampleEncodeError
 from ingest.decode import Decoder
-from ingest.jobs import run_jobs
+from ingest.jobs import run_upkeep_jobs, run_watch_jobs
 from ingest.metrics import IngestMetrics
 from ingest.records import Accepted, DeadLetter, DecodedBatch, Raw
 from ingest.sparkplug import SKIP_REASONS
@@ -100,12 +101,13 @@ class Worker:
                 tasks = [
                     tg.create_task(self._batch_loop(sub, decoded), name="batch_loop"),
                     tg.create_task(self._write_loop(sub, decoded), name="write_loop"),
-                    tg.create_task(self._jobs_loop(), name="jobs_loop"),
+                    tg.create_task(self._jobs_loop(self._watch_jobs), name="watch_jobs"),
+                    tg.create_task(self._jobs_loop(self._upkeep_jobs), name="upkeep_jobs"),
                 ]
                 await stop.wait()
                 # Stop taking messages; let the batch in hand commit and be acked.
-                tasks[0].cancel()
-                tasks[2].cancel()
+                for task in (tasks[0], *tasks[2:]):
+                    task.cancel()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(decoded.join(), 30)
                 tasks[1].cancel()
@@ -281,7 +283,15 @@ class Worker:
         m.lag.set(0.0)
         m.pending.set(len(self._sub.inbox))
 
-    async def _jobs_loop(self) -> None:
+    async def _watch_jobs(self, conn: asyncpg.Connection) -> None:
+        await run_watch_jobs(conn, self.settings)
+
+    async def _upkeep_jobs(self, conn: asyncpg.Connection) -> None:
+        await run_upkeep_jobs(conn, self.settings, rollups=self._rollups)
+
+    async def _jobs_loop(self, jobs: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
+        """Run `jobs` every `jobs_interval_s` (jittered), each round on a fresh connection.
+        Two of these run: the quick jobs users watch, and upkeep that may take a minute."""
         while True:
             await asyncio.sleep(self.settings.jobs_interval_s * (0.8 + 0.4 * random.random()))
             try:
@@ -290,7 +300,7 @@ class Worker:
                 log.warning("jobs: database unavailable (%r)", exc)
                 continue
             try:
-                await run_jobs(conn, self.settings, rollups=self._rollups)
+                await jobs(conn)
             except Exception:  # a job's failure must not stop ingest; next round retries
                 log.exception("jobs failed")
             finally:
