@@ -65,7 +65,13 @@ class Gateway:
     def _machine(self, source: ResolvedSource) -> MachineRuntime:
         cfg = source.config
         state = MachineState(cfg.site, cfg.machine)
-        pipeline = MachinePipeline(state, self.store, self.config.pipeline, deadband=cfg.deadband)
+        pipeline = MachinePipeline(
+            state,
+            self.store,
+            self.config.pipeline,
+            deadband=cfg.deadband,
+            timestamps=cfg.timestamps,
+        )
         publisher = MachinePublisher(
             state,
             self.store,

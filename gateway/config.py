@@ -88,6 +88,13 @@ class SourceConfig(_Strict):
     controller: ControllerConfig = ControllerConfig()
     deadband: dict[str, float] = Field(default_factory=dict)
     legacy_timeout_s: float = Field(default=600.0, gt=0)
+    timestamps: Literal["auto", "source", "arrival"] = Field(
+        default="auto",
+        description="auto: the adapter's times, shifted to the gateway's clock only while they "
+        "lie outside [now - clock_max_behind_s, now + clock_max_ahead_s] (a wrong controller "
+        "clock, a replayed capture); source: always the adapter's; arrival: the gateway's "
+        "(cppagent's IgnoreTimestamps)",
+    )
 
     @field_validator("site", "machine")
     @classmethod
@@ -145,6 +152,10 @@ class PipelineConfig(_Strict):
     report_by_exception: bool = True
     max_interval_s: float = Field(default=60.0, gt=0, description="resend unchanged telemetry")
     time_jump_tolerance_s: float = Field(default=1.0, ge=0)
+    # Ingest refuses samples over 5 min ahead of its clock or 30 days behind (max_future,
+    # max_past): an adapter whose clock is outside these bounds would lose everything it sends.
+    clock_max_ahead_s: float = Field(default=240.0, gt=0)
+    clock_max_behind_s: float = Field(default=86_400.0, gt=0)
     queue_size: int = Field(
         default=50,
         ge=1,

@@ -122,6 +122,7 @@ class PipelineStats:
     events: int = 0
     sessions_from_time_jumps: int = 0
     clamped_timestamps: int = 0
+    clock_corrections: int = 0
     asset_errors: int = 0
     dropped_by_buffer: int = 0
 
@@ -296,9 +297,11 @@ class MachinePipeline:
         deadband: dict[str, float] | None = None,
         wake: Callable[[], None] = lambda: None,
         on_time_jump: Callable[[], None] = lambda: None,
+        timestamps: str = "auto",
     ) -> None:
         """``wake`` tells the publisher new rows are stored; ``on_time_jump`` is called after a
-        backward time jump started a new session (the publisher announces it with a birth)."""
+        backward time jump started a new session (the publisher announces it with a birth);
+        ``timestamps`` is the source's setting (auto, source or arrival)."""
         self.state = state
         self.store = store
         self.config = config
@@ -316,6 +319,8 @@ class MachinePipeline:
         self._conditions: dict[tuple[str, str], ConditionEvent] = {}
         self._batch = _Batch()
         self._last_ts: datetime | None = None
+        self.timestamps = timestamps
+        self._clock_offset = timedelta(0)
         self._bad_logged: set[tuple[str, str]] = set()
         self._telemetry_topic = telemetry_topic(state.site, state.machine)
         self._event_topic = event_topic(state.site, state.machine)
@@ -374,6 +379,40 @@ class MachinePipeline:
         ):
             self.flush()
 
+    def _source_time(self, ts: datetime, arrival: datetime) -> datetime:
+        """The time an observation is published with (see `SourceConfig.timestamps`).
+
+        In "auto", a source clock within the window around the gateway's is trusted to the
+        millisecond; outside it, the source's times are shifted by one offset (arrival - source
+        at the first line outside), which keeps their spacing. The offset is measured again
+        when shifted times leave the window (a capture played fast), and dropped once the
+        source's own times are well inside it again (half the window: a clock set right)."""
+        if self.timestamps == "arrival":
+            return self._check_time(arrival)
+        if self.timestamps == "auto":
+            ahead = timedelta(seconds=self.config.clock_max_ahead_s)
+            behind = timedelta(seconds=self.config.clock_max_behind_s)
+            offset = self._clock_offset
+            if offset and arrival - behind / 2 <= ts <= arrival + ahead / 2:
+                offset = timedelta(0)
+            elif not arrival - behind <= ts + offset <= arrival + ahead:
+                offset = timedelta(0) if arrival - behind <= ts <= arrival + ahead else arrival - ts
+            if offset != self._clock_offset:
+                self.stats.clock_corrections += 1
+                log.warning(
+                    "machine %s: source clock is %.0f s %s the gateway's; its times are "
+                    'shifted by %+.3f s from here on (timestamps = "source" keeps them as sent)',
+                    self.state.key,
+                    abs((ts - arrival).total_seconds()),
+                    "ahead of" if ts > arrival else "behind",
+                    offset.total_seconds(),
+                )
+                self._clock_offset = offset
+            ts += offset
+        # Jumps are judged on the published times: a new offset that steps back starts a
+        # session like any backward jump.
+        return self._check_time(ts)
+
     def _check_time(self, ts: datetime) -> datetime:
         last = self._last_ts
         if last is not None and ts < last:
@@ -418,7 +457,7 @@ class MachinePipeline:
             if (
                 not obs.stamped_on_arrival
             ):  # arrival stamps are the gateway's clock, not the source's
-                item.ts = self._check_time(item.ts)
+                item.ts = self._source_time(item.ts, obs.arrival)
             try:
                 self._add(item)
             except ValueError as exc:  # the event model refused it (pydantic ValidationError)
@@ -431,8 +470,8 @@ class MachinePipeline:
         # An asset's timestamp is when the asset last changed, not a reading of the stream's
         # clock: adapters send their whole tool table at connect, stamped hours back (Okuma).
         # So it neither starts a session nor moves the clock; an older one is placed at the
-        # stream's current time.
-        ts = change.ts
+        # stream's current time. (`_clock_offset` is zero unless the source's times are shifted.)
+        ts = change.arrival if self.timestamps == "arrival" else change.ts + self._clock_offset
         if self._last_ts is not None and ts < self._last_ts:
             ts = self._last_ts
         try:

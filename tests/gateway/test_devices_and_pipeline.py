@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -535,3 +535,39 @@ def test_an_adapter_that_converts_its_values_itself(tmp_path: Path) -> None:
         for s in decode_telemetry(payload).samples
     ]
     assert values == [pytest.approx(25.4), 30.0, pytest.approx(50.8)]
+
+
+def _stamps(tmp_path: Path, timestamps: str, lines: list[tuple[float, float]]) -> list[float]:
+    """Seconds after NOW at which each line's position_x is published; each line is (source
+    time, arrival time) in seconds after NOW."""
+    store = DiskQueue(tmp_path / f"{timestamps}.sqlite")
+    state = MachineState("s1", "m1")
+    pipeline = MachinePipeline(state, store, PipelineConfig(), timestamps=timestamps)
+    parser = ShdrParser(load_devices(DATA / "Devices.xml"))
+    for i, (source, arrival) in enumerate(lines):
+        stamp = (NOW + timedelta(seconds=source)).isoformat().replace("+00:00", "Z")
+        pipeline.process(parser.feed(f"{stamp}|Xact|{i}", NOW + timedelta(seconds=arrival)))
+    pipeline.flush()
+    out = []
+    for topic, payload, _ in _messages(store, state):
+        if topic.endswith("/telemetry"):
+            out += [(s.ts - NOW).total_seconds() for s in decode_telemetry(payload).samples]
+    return out
+
+
+def test_a_wrong_controller_clock_is_shifted_into_what_ingest_accepts(tmp_path: Path) -> None:
+    day = 86_400.0
+    # Within the window (up to 240 s ahead, a day behind): the adapter's own times, to the ms.
+    near = [(-3600.0, 0.0), (-3599.5, 0.5), (120.0, 1.0), (120.25, 1.25)]
+    assert _stamps(tmp_path, "auto", near) == [-3600.0, -3599.5, 120.0, 120.25]
+    # Ten minutes fast, or three days slow: shifted by one offset, spacing kept.
+    fast = [(600.0, 0.0), (600.5, 0.5), (601.0, 1.0)]
+    assert _stamps(tmp_path / "fast", "auto", fast) == [0.0, 0.5, 1.0]
+    slow = [(-3 * day, 0.0), (-3 * day + 0.1, 0.1)]
+    assert _stamps(tmp_path / "slow", "auto", slow) == [0.0, 0.1]
+    # The clock set right mid-stream: its times are trusted again (not shifted twice).
+    fixed = [(600.0, 0.0), (2.0, 2.0), (3.0, 3.0)]
+    assert _stamps(tmp_path / "fixed", "auto", fixed) == [0.0, 2.0, 3.0]
+    # "source" keeps whatever the adapter says; "arrival" is the gateway's clock alone.
+    assert _stamps(tmp_path / "src", "source", fast) == [600.0, 600.5, 601.0]
+    assert _stamps(tmp_path / "arr", "arrival", [(600.0, 0.0), (-9.0, 0.5)]) == [0.0, 0.5]

@@ -97,11 +97,17 @@ class Published:
     sessions: list[str] = field(default_factory=list)
 
 
-def _publish(tmp_path: Path, devices: str, capture: str) -> tuple[Published, MachinePipeline]:
+def _publish(
+    tmp_path: Path, devices: str, capture: str, timestamps: str = "source"
+) -> tuple[Published, MachinePipeline]:
+    """The capture through a pipeline, as if it arrived at NOW. By default with the recorded
+    times kept ("source"), so that the tests below can compare them with the capture's."""
     (device,) = load_devices(REAL / devices)
     parser = ShdrParser([device])
     store = DiskQueue(tmp_path / "q.sqlite")
-    pipeline = MachinePipeline(MachineState("s1", "m1"), store, PipelineConfig())
+    pipeline = MachinePipeline(
+        MachineState("s1", "m1"), store, PipelineConfig(), timestamps=timestamps
+    )
     for raw in (REAL / capture).read_bytes().splitlines(keepends=True):
         pipeline.process(parser.feed(raw.decode("utf-8"), NOW))
     pipeline.flush()
@@ -226,3 +232,17 @@ def test_cppagent_vmc_3axis_device_file() -> None:
     assert feed is not None and feed.target.scale == 60.0
     assert {i.id: i.target.signal for i in vmc.items}["Fovr"] == "feed_override"
     assert {i.id: i.target.signal for i in vmc.items}["cnt1"] == "tool_number"  # TOOL_ID
+
+
+def test_a_capture_years_old_is_shifted_to_the_gateway_clock(tmp_path: Path) -> None:
+    # Sent live with its recorded 2022 times, every sample would be refused by ingest (over
+    # 30 days in the past). "auto" moves the whole stream by one offset: the first line lands
+    # at its arrival and the spacing between lines stays the recorded one.
+    kept, _ = _publish(tmp_path / "source", "okuma-Devices.xml", "okuma.shdr")
+    shifted, pipeline = _publish(tmp_path / "auto", "okuma-Devices.xml", "okuma.shdr", "auto")
+    assert pipeline.stats.clock_corrections == 1
+    assert shifted.values == kept.values
+    assert len(shifted.sessions) == len(kept.sessions) == 1
+    offset = NOW - datetime(2022, 8, 8, 13, 51, 34, 716714, tzinfo=UTC)
+    for name, stamps in kept.stamps.items():
+        assert shifted.stamps[name] == [t + offset for t in stamps], name
