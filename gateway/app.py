@@ -118,6 +118,7 @@ class Gateway:
             sink,
             legacy_timeout_s=first.config.legacy_timeout_s,
             backoff=Backoff(0.5, 30.0),
+            encoding=first.config.encoding,
         )
 
     def stop(self) -> None:

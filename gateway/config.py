@@ -10,6 +10,8 @@ the same object from the quick command-line form (``--shdr HOST:PORT --devices .
 
 from __future__ import annotations
 
+import codecs
+
 __all__ = [
     "BufferConfig",
     "ControllerConfig",
@@ -88,6 +90,11 @@ class SourceConfig(_Strict):
     controller: ControllerConfig = ControllerConfig()
     deadband: dict[str, float] = Field(default_factory=dict)
     legacy_timeout_s: float = Field(default=600.0, gt=0)
+    encoding: str = Field(
+        default="auto",
+        description="the adapter's text encoding: auto (UTF-8, else Windows-1252) or a codec, "
+        "e.g. cp932 (Japanese controllers), gbk (Chinese), cp1250",
+    )
     timestamps: Literal["auto", "source", "arrival"] = Field(
         default="auto",
         description="auto: the adapter's times, shifted to the gateway's clock only while they "
@@ -107,6 +114,18 @@ class SourceConfig(_Strict):
     @classmethod
     def _address(cls, value: str) -> str:
         split_address(value)
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        if value != "auto":
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown encoding {value!r} (auto, utf-8, cp932, gbk, ...)"
+                ) from None
         return value
 
     @field_validator("deadband")
@@ -285,6 +304,14 @@ def resolve(config: GatewayConfig, settings: GatewaySettings) -> list[ResolvedSo
         if r.device.name in names:
             issues.append(f"address {r.config.address}: device {r.device.name} configured twice")
         names.add(r.device.name)
+    encodings: dict[str, set[str]] = {}
+    for r in out:  # one connection per address, so one encoding
+        encodings.setdefault(r.config.address, set()).add(r.config.encoding)
+    for address, names in encodings.items():
+        if len(names) > 1:
+            issues.append(
+                f"address {address}: sources disagree on encoding ({', '.join(sorted(names))})"
+            )
     if issues:
         raise ConfigError(issues)
     return out

@@ -39,8 +39,10 @@ __all__ = [
 ]
 
 import asyncio
+import codecs
 import contextlib
 import fcntl
+import functools
 import logging
 import random
 import re
@@ -590,8 +592,10 @@ class ShdrConnection:
         legacy_timeout_s: float = 600.0,
         backoff: Backoff | None = None,
         on_connect: Callable[[], None] | None = None,
+        encoding: str = "auto",
     ) -> None:
         self.host = host
+        self.decode = line_decoder(encoding)
         self.port = port
         self.parser = parser
         self.sink = sink
@@ -703,9 +707,9 @@ class ShdrConnection:
         """Parse and hand on complete lines; the ping task once a PONG set the heartbeat."""
         arrival = datetime.now(UTC)
         pinger: asyncio.Task[None] | None = None
-        feed, sink = self.parser.feed, self.sink
+        feed, sink, decode = self.parser.feed, self.sink, self.decode
         for raw in lines:
-            records = feed(_decode(raw), arrival)
+            records = feed(decode(raw), arrival)
             if not records:
                 continue
             for r in records:
@@ -777,6 +781,17 @@ def _decode(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("cp1252", errors="replace")
+
+
+def line_decoder(encoding: str = "auto") -> Callable[[bytes], str]:
+    """How an adapter's lines become text: "auto" (UTF-8, else Windows-1252), or a codec the
+    source names. A Japanese controller's alarm texts in Shift-JIS, or a Chinese one's in GBK,
+    read as Windows-1252 would be stored as mojibake; bytes the codec cannot read become U+FFFD
+    rather than costing the line."""
+    if encoding == "auto":
+        return _decode
+    codecs.lookup(encoding)  # LookupError now, not at the first line
+    return functools.partial(bytes.decode, encoding=encoding, errors="replace")
 
 
 def _heartbeat(text: str) -> int | None:

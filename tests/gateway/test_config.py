@@ -87,3 +87,42 @@ def test_single_source_form_and_check(capsys: pytest.CaptureFixture[str]) -> Non
     assert run(argv) == 0
     assert "p1/m1: shdr 127.0.0.1:7878 device VMC1" in capsys.readouterr().out
     assert run(["--site", "p1"]) == 2
+
+
+def test_encodings_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    multi = DATA / "Devices-multi.xml"
+    path.write_text(
+        f"""
+[mqtt]
+url = "mqtt://u:p@127.0.0.1:1883"
+[[source]]
+address = "127.0.0.1:7878"
+devices = "{multi}"
+device = "mill1"
+site = "p1"
+machine = "m1"
+encoding = "cp932"
+[[source]]
+address = "127.0.0.1:7878"
+devices = "{multi}"
+device = "mill2"
+site = "p1"
+machine = "m2"
+[[source]]
+address = "127.0.0.1:7879"
+devices = "{DATA / "Devices.xml"}"
+site = "p1"
+machine = "m3"
+encoding = "klingon"
+"""
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.issues == [
+        "source[2].encoding: unknown encoding 'klingon' (auto, utf-8, cp932, gbk, ...)"
+    ]
+    path.write_text(path.read_text().replace('"klingon"', '"gbk"'))
+    with pytest.raises(ConfigError) as err:
+        resolve(load_config(path), GatewaySettings(mqtt_url=""))
+    assert "address 127.0.0.1:7878: sources disagree on encoding (auto, cp932)" in err.value.issues

@@ -314,6 +314,20 @@ def test_windows_code_page_lines_and_a_byte_order_mark(parser: ShdrParser) -> No
     assert o.fields == ("1",)
 
 
+def test_a_source_in_shift_jis_or_gbk() -> None:
+    from gateway.sources.shdr import line_decoder
+
+    line = "2024-05-01T10:00:00Z|msg|2001|主軸過負荷"  # spindle overload, as Japanese HMIs say
+    assert line_decoder("cp932")(line.encode("cp932")) == line
+    assert line_decoder("auto")(line.encode("cp932")) != line  # what "auto" would have stored
+    chinese = "2024-05-01T10:00:00Z|msg|3|冷却液不足"
+    assert line_decoder("gbk")(chinese.encode("gbk")) == chinese
+    # A byte the codec cannot read costs that character, not the line.
+    assert line_decoder("cp932")(b"2024-05-01T10:00:00Z|msg|4|\x81") == (
+        "2024-05-01T10:00:00Z|msg|4|\ufffd"
+    )
+
+
 def test_a_reconnect_mid_asset_does_not_swallow_the_next_session() -> None:
     """Over TCP: the adapter drops the connection inside a multiline asset; after the reconnect
     its data lines are read as data (before, they went into the asset body, up to 4 MiB)."""
